@@ -1,0 +1,1 @@
+"""anode-bench: benchmarks of gradient methods for neural ODE image classifiers."""

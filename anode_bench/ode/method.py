@@ -1,0 +1,123 @@
+"""The one gradient-method interface, and the autograd plumbing the checkpointing methods share.
+
+A gradient method turns (func, z0, plan) into z(t1) with some rule for dL/dz0 and dL/dθ
+(θ = the parameters of func that require grad). `direct` lets autograd record everything;
+`adjoint`, `anode` and `aca` run the forward without a graph, keep what they need (a
+`Trajectory`), and compute the gradient in `backward` of one shared autograd.Function.
+
+Whatever a backward evaluates, running statistics and other buffers of func are restored
+afterwards (a recompute must not update BatchNorm twice), and the global RNG is left as the
+forward left it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .stepping import SolvePlan, Trajectory, integrate
+
+
+@dataclass
+class SolveInfo:
+    """What one solve cost. nfe_backward is filled in when backward has run.
+
+    nfe_* count evaluations of f; a backward evaluation is followed by one vector-Jacobian
+    product of it. `direct`'s backward evaluates nothing (VJPs of the recorded graph only).
+    """
+
+    ts: list[float] = field(default_factory=list)
+    nfe_forward: int = 0
+    nfe_backward: int = 0
+    n_rejected: int = 0
+    n_rejected_backward: int = 0
+
+
+class CountedFunc:
+    """Wraps f(t, z) and counts its calls."""
+
+    def __init__(self, func):
+        self.func = func
+        self.calls = 0
+
+    def __call__(self, t, z):
+        self.calls += 1
+        return self.func(t, z)
+
+
+def trainable_parameters(func) -> tuple[torch.Tensor, ...]:
+    return tuple(p for p in func.parameters() if p.requires_grad)
+
+
+class GradMethod:
+    """Base of every gradient method: `solve(func, z0, plan, info) -> z(t1)`."""
+
+    name: str
+
+    def solve(self, func: CountedFunc, z0: torch.Tensor, plan: SolvePlan, info: SolveInfo) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CheckpointMethod(GradMethod):
+    """A method that solves forward without a graph and computes gradients in its own backward.
+
+    Subclasses set what the forward records and implement `backward`.
+    """
+
+    record_states = False  # keep z at every accepted step (ACA)
+    record_rng = False  # keep the RNG state of every step (recomputing methods)
+
+    def solve(self, func, z0, plan, info):
+        params = trainable_parameters(func.func)
+        if not torch.is_grad_enabled() or not (z0.requires_grad or params):
+            z1, trajectory = integrate(func, z0, plan)
+            _record_forward(info, func, trajectory)
+            return z1
+        return _CheckpointedSolve.apply(z0, self, func, plan, info, *params)
+
+    def backward(self, func, params, plan, trajectory, z0, z1, grad_z1, info):
+        """Returns (dL/dz0, [dL/dθ for θ in params]), given dL/dz1."""
+        raise NotImplementedError
+
+
+def _record_forward(info: SolveInfo, func: CountedFunc, trajectory: Trajectory) -> None:
+    info.ts = trajectory.ts
+    info.n_rejected = trajectory.n_rejected
+    info.nfe_forward = func.calls
+
+
+class _CheckpointedSolve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z0, method, func, plan, info, *params):
+        z1, trajectory = integrate(func, z0, plan, record_states=method.record_states, record_rng=method.record_rng)
+        _record_forward(info, func, trajectory)
+        ctx.method, ctx.func, ctx.plan, ctx.info, ctx.params = method, func, plan, info, params
+        ctx.rng_states = trajectory.rng_states
+        ctx.ts = trajectory.ts
+        ctx.save_for_backward(z0, z1, *trajectory.states)
+        return z1
+
+    @staticmethod
+    def backward(ctx, grad_z1):
+        z0, z1, *states = ctx.saved_tensors
+        trajectory = Trajectory(ts=ctx.ts, states=states, rng_states=ctx.rng_states)
+        func, info = ctx.func, ctx.info
+        calls_before = func.calls
+        buffers = list(func.func.buffers())
+        saved_buffers = [b.detach().clone() for b in buffers]
+        devices = [z0.device] if z0.device.type == "cuda" else []
+        with torch.enable_grad(), torch.random.fork_rng(devices=devices):
+            grad_z0, grad_params = ctx.method.backward(
+                func, ctx.params, ctx.plan, trajectory, z0, z1, grad_z1, info
+            )
+        with torch.no_grad():
+            for buffer, saved in zip(buffers, saved_buffers):
+                buffer.copy_(saved)
+        info.nfe_backward += func.calls - calls_before
+        return (grad_z0, None, None, None, None, *grad_params)
+
+
+def vjp(outputs, inputs, grad_outputs):
+    """autograd.grad with zeros for inputs the outputs do not depend on."""
+    grads = torch.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]

@@ -1,0 +1,160 @@
+"""The gradient methods, held to the claims of ANODE (Gholami et al. 2019) and ACA (Zhuang et al. 2020).
+
+- anode and aca compute the exact gradient of the discrete network: equal to direct backprop.
+- aca on an adaptive solver is exact for the grid of accepted steps.
+- the continuous adjoint is only an approximation: it converges at the solver's order for a smooth
+  f, and is far off for conv-BN-ReLU at small N_t.
+- no method changes BatchNorm running statistics or the RNG differently from a plain forward.
+"""
+import copy
+
+import pytest
+import torch
+from problems import ConvBNReLU, TanhMLP, relative_error
+from test_solvers import log_slope
+
+from anode_bench.ode import GRAD_METHODS, SOLVERS, odeint
+
+FIXED = [name for name, tab in SOLVERS.items() if not tab.adaptive]
+ADAPTIVE = [name for name, tab in SOLVERS.items() if tab.adaptive]
+EXACT = ["anode", "aca"]
+
+
+def gradient(func, y0, grad, seed=0, **solve_args):
+    """Flattened [dL/dy0, dL/dθ...] for L = sum(y1 * cos(y1)) on a copy of func; plus info and the copy."""
+    func = copy.deepcopy(func)
+    y0 = y0.clone().requires_grad_()
+    torch.manual_seed(seed)
+    y1, info = odeint(func, y0, grad=grad, return_info=True, **solve_args)
+    (y1 * torch.cos(y1)).sum().backward()
+    flat = torch.cat([y0.grad.reshape(-1)] + [p.grad.reshape(-1) for p in func.parameters()])
+    return flat, info, func
+
+
+def conv_problem(dropout=0.0):
+    return ConvBNReLU(channels=4, dropout=dropout).double().train(), torch.randn(3, 4, 6, 6, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("solver", FIXED)
+@pytest.mark.parametrize("grad", EXACT)
+def test_checkpoint_gradient_equals_direct_on_fixed_grids(grad, solver, steps):
+    func, y0 = conv_problem()
+    reference, _, ref_func = gradient(func, y0, "direct", solver=solver, steps=steps)
+    result, _, result_func = gradient(func, y0, grad, solver=solver, steps=steps)
+    assert relative_error(result, reference) <= 1e-10
+    for ref_buffer, buffer in zip(ref_func.buffers(), result_func.buffers()):
+        assert torch.equal(ref_buffer, buffer)
+
+
+@pytest.mark.parametrize("solver", ADAPTIVE)
+@pytest.mark.parametrize("grad", EXACT)
+def test_checkpoint_gradient_on_adaptive_solver_equals_direct_on_accepted_grid(grad, solver):
+    func, y0 = conv_problem()
+    result, info, _ = gradient(func, y0, grad, solver=solver, rtol=1e-4, atol=1e-6)
+    assert len(info.ts) > 2  # several accepted steps, so the grid matters
+    reference, _, _ = gradient(func, y0, "direct", solver=solver, grid=info.ts)
+    assert relative_error(result, reference) <= 1e-10
+
+
+@pytest.mark.parametrize("grad", list(GRAD_METHODS))
+def test_batchnorm_running_stats_after_a_step_do_not_depend_on_the_method(grad):
+    func, y0 = conv_problem()
+    _, _, ref_func = gradient(func, y0, "direct", solver="rk4", steps=2)
+    _, _, result_func = gradient(func, y0, grad, solver="rk4", steps=2)
+    for (name, ref_buffer), buffer in zip(ref_func.named_buffers(), result_func.buffers()):
+        assert torch.equal(ref_buffer, buffer), name
+
+
+@pytest.mark.parametrize("grad", EXACT)
+def test_recompute_replays_the_forward_random_numbers(grad):
+    func, y0 = conv_problem(dropout=0.3)
+    reference, _, _ = gradient(func, y0, "direct", seed=7, solver="midpoint", steps=3)
+    result, _, _ = gradient(func, y0, grad, seed=7, solver="midpoint", steps=3)
+    assert relative_error(result, reference) <= 1e-10
+
+
+@pytest.mark.parametrize("grad", list(GRAD_METHODS))
+def test_backward_leaves_the_global_rng_where_the_forward_left_it(grad):
+    func, y0 = conv_problem(dropout=0.3)
+    gradient(func, y0, grad, seed=3, solver="rk4", steps=2)
+    after = torch.rand(4)
+    gradient(func, y0, "direct", seed=3, solver="rk4", steps=2)
+    assert torch.equal(after, torch.rand(4))
+
+
+@pytest.mark.parametrize("solver", FIXED)
+def test_adjoint_converges_to_direct_at_least_at_the_solver_order_for_smooth_f(solver):
+    """Observed slopes: euler 1, midpoint 2, rk4 4; heun 3 (the symmetric trapezoidal rule's
+    reverse step matches its discrete adjoint one order better)."""
+    func, y0 = TanhMLP().double(), torch.randn(5, 6, dtype=torch.float64)
+    steps = [4, 8, 16, 32]
+    errors = []
+    for n in steps:
+        reference, _, _ = gradient(func, y0, "direct", solver=solver, steps=n)
+        result, _, _ = gradient(func, y0, "adjoint", solver=solver, steps=n)
+        errors.append(relative_error(result, reference))
+    assert -log_slope(steps, errors) > SOLVERS[solver].order - 0.3, errors
+
+
+def test_adjoint_gradient_is_far_from_exact_for_relu_batchnorm():
+    func, y0 = conv_problem()
+    print("\nadjoint vs direct, f = conv-BN-ReLU-conv-BN (train mode), rk4")
+    print("N_t  relative error")
+    for steps in [1, 2, 3, 4]:
+        reference, _, _ = gradient(func, y0, "direct", solver="rk4", steps=steps)
+        result, _, _ = gradient(func, y0, "adjoint", solver="rk4", steps=steps)
+        error = relative_error(result, reference)
+        print(f"{steps:>3}  {error:.3e}")
+        assert error > 1e-3  # not a rounding difference: a different gradient
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("solver", FIXED)
+def test_nfe_on_fixed_grids_is_stages_times_steps(solver, steps):
+    """forward s·N_t for every method; backward 0 for direct, s·N_t for adjoint, anode and aca."""
+    func, y0 = conv_problem()
+    stages = SOLVERS[solver].solution_stages
+    for grad in GRAD_METHODS:
+        _, info, _ = gradient(func, y0, grad, solver=solver, steps=steps)
+        assert info.nfe_forward == stages * steps
+        assert info.nfe_backward == (0 if grad == "direct" else stages * steps)
+
+
+@pytest.mark.parametrize("solver", ADAPTIVE)
+def test_nfe_on_adaptive_solvers_follows_the_controller(solver):
+    """forward: 1 (initial-step probe) + one k1 per step (FSAL: reused) + (s-1) per attempt;
+    aca/anode backward: s' per accepted step (s' = stages of the propagated solution)."""
+    tab = SOLVERS[solver]
+    func, y0 = conv_problem()
+    for grad in EXACT:
+        _, info, _ = gradient(func, y0, grad, solver=solver, rtol=1e-4, atol=1e-6)
+        accepted = len(info.ts) - 1
+        attempts = accepted + info.n_rejected
+        k1_evaluations = 1 if tab.fsal else accepted
+        assert info.nfe_forward == 1 + k1_evaluations + (tab.stages - 1) * attempts
+        assert info.nfe_backward == tab.solution_stages * accepted
+
+
+def test_dopri5_on_a_grid_takes_six_evaluations_per_step():
+    func, y0 = conv_problem()
+    _, info, _ = gradient(func, y0, "aca", solver="dopri5", grid=[0.0, 0.3, 0.7, 1.0])
+    assert info.nfe_forward == 18 and info.nfe_backward == 18
+
+
+@pytest.mark.parametrize("grad", list(GRAD_METHODS))
+def test_without_grad_every_method_returns_the_same_state(grad):
+    func, y0 = conv_problem()
+    func.eval()
+    with torch.no_grad():
+        reference = odeint(func, y0, solver="heun", steps=3)
+        assert torch.equal(odeint(func, y0, solver="heun", steps=3, grad=grad), reference)
+
+
+def test_direct_on_adaptive_solver_differentiates_the_step_size_controller():
+    """Naive backprop through an adaptive solve includes d(step sizes)/dθ: for a smooth f that
+    term is tiny, so direct and aca agree to about rtol, but not to rounding."""
+    func, y0 = TanhMLP().double(), torch.randn(5, 6, dtype=torch.float64)
+    naive, _, _ = gradient(func, y0, "direct", solver="bosh3", rtol=1e-4, atol=1e-6)
+    exact_on_grid, _, _ = gradient(func, y0, "aca", solver="bosh3", rtol=1e-4, atol=1e-6)
+    assert 1e-14 < relative_error(naive, exact_on_grid) < 1e-3
