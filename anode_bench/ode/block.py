@@ -40,17 +40,18 @@ class ODEBlock(nn.Module):
         )
 
     def configure(self, **changes) -> "ODEBlock":
-        """Change solve settings (solver, steps, grad, t0, t1, rtol, atol, max_steps, check_finite).
+        """Change solve settings (solver, steps, grad, t0, t1, rtol, atol, max_steps, check_finite, grid).
 
-        An adaptive solver ignores `steps` here (the block keeps it for when a fixed solver returns).
+        An adaptive solver or an explicit grid ignores `steps` here (the block keeps it for when a
+        fixed solver on a uniform grid returns); `grid=None` goes back to steps or tolerances.
         """
-        unknown = set(changes) - {"solver", "steps", "grad", "t0", "t1", "rtol", "atol", "max_steps", "check_finite"}
+        unknown = set(changes) - {"solver", "steps", "grad", "t0", "t1", "rtol", "atol", "max_steps", "check_finite", "grid"}
         if unknown:
             raise ValueError(f"unknown ODEBlock settings {sorted(unknown)}")
-        settings = {**self.settings, **changes}
+        settings = {"grid": None, **self.settings, **changes}
         get_grad_method(settings["grad"])
         plan_args = {k: v for k, v in settings.items() if k != "grad"}
-        if get_tableau(settings["solver"]).adaptive:
+        if plan_args["grid"] is not None or get_tableau(settings["solver"]).adaptive:
             plan_args["steps"] = None
         self.plan = make_plan(**plan_args)
         self.settings = settings
@@ -65,4 +66,4 @@ class ODEBlock(nn.Module):
         return z1
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.settings.items() if k != "check_finite")
+        return ", ".join(f"{k}={v}" for k, v in self.settings.items() if k != "check_finite" and not (k == "grid" and v is None))

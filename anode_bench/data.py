@@ -1,0 +1,174 @@
+"""CIFAR held on the device: the whole split is uploaded once as uint8 [N, 32, 32, 3]; every batch is
+cut from a device permutation, then cropped (pad 4), flipped and normalized on the device, so the
+loader never waits on the host (after airbench's CifarLoader).
+
+Sources: torchvision's CIFAR10/CIFAR100 (downloaded into `root` unless already there), an .npz
+file with x_train/y_train/x_test/y_test (../shared/data/README.md's layout), or `synthetic`, a
+generated learnable CIFAR-shaped task for offline smoke runs and tests.
+"""
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+
+class DataError(RuntimeError):
+    """A dataset could not be loaded: the message says which file or root, and what to do."""
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # [N, 32, 32, 3] uint8, HWC
+    labels: np.ndarray  # [N] int64
+
+
+def load_torchvision(name: str, root: str, download: bool) -> tuple[Split, Split]:
+    from torchvision import datasets
+
+    dataset_class = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    try:
+        train, test = (dataset_class(root, train=flag, download=download) for flag in (True, False))
+    except Exception as error:  # offline download, missing or broken copy: all end in the same advice
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(
+            f"could not load {name} from dataset.root={root} ({reason}); point dataset.root at a directory "
+            f"holding torchvision's {name} files, or set dataset.path=FILE.npz"
+        ) from None
+    return (Split(np.asarray(s.data), np.asarray(s.targets, dtype=np.int64)) for s in (train, test))
+
+
+def load_npz(path: str) -> tuple[Split, Split]:
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    try:
+        with np.load(path) as arrays:
+            missing = [k for k in keys if k not in arrays]
+            if missing:
+                raise DataError(f"{path} lacks arrays {missing}; it needs {', '.join(keys)}")
+            x_train, y_train, x_test, y_test = (arrays[k] for k in keys)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"cannot read {path}: {error}") from None
+    return Split(x_train, y_train.astype(np.int64)), Split(x_test, y_test.astype(np.int64))
+
+
+def make_synthetic(num_classes: int, train_size: int, test_size: int, seed: int = 0) -> tuple[Split, Split]:
+    """A learnable CIFAR-shaped task: each class is a smooth random colour pattern, each image that
+    pattern shifted by up to 4 pixels, scaled in contrast and covered in pixel noise."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(size=(num_classes, 4, 4, 3))
+    prototypes = np.kron(coarse, np.ones((1, 10, 10, 1)))[:, :40, :40]  # [K, 40, 40, 3]
+
+    def split(size):
+        labels = rng.integers(0, num_classes, size)
+        dy, dx = rng.integers(0, 9, size), rng.integers(0, 9, size)
+        rows = dy[:, None] + np.arange(32)
+        cols = dx[:, None] + np.arange(32)
+        patterns = prototypes[labels[:, None, None], rows[:, :, None], cols[:, None, :]]
+        contrast = rng.uniform(0.5, 1.5, (size, 1, 1, 1))
+        images = 128 + 40 * contrast * patterns + rng.normal(0, 30, (size, 32, 32, 3))
+        return Split(np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64))
+
+    return split(train_size), split(test_size)
+
+
+def check_split(split: Split, num_classes: int, source: str, part: str) -> None:
+    if split.images.ndim != 4 or split.images.shape[1:] != (32, 32, 3) or split.images.dtype != np.uint8:
+        raise DataError(
+            f"{source}: {part} images must be uint8 [N, 32, 32, 3], got {split.images.dtype} {list(split.images.shape)}"
+        )
+    if split.labels.shape != (len(split.images),):
+        raise DataError(f"{source}: {part} has {len(split.images)} images but labels of shape {list(split.labels.shape)}")
+    if len(split.labels) and (split.labels.min() < 0 or split.labels.max() >= num_classes):
+        raise DataError(
+            f"{source}: {part} labels must lie in 0..{num_classes - 1}, got {split.labels.min()}..{split.labels.max()}"
+        )
+
+
+def load_splits(
+    name: str,
+    *,
+    num_classes: int,
+    root: str = "data",
+    path: str | None = None,
+    download: bool = True,
+    train_size: int | None = None,
+    test_size: int | None = None,
+    seed: int = 0,
+) -> tuple[Split, Split]:
+    """Train and test splits from the named source; `train_size`/`test_size` keep a leading subset."""
+    if name == "synthetic":
+        train, test = make_synthetic(num_classes, train_size or 2048, test_size or 512, seed)
+        source = "synthetic"
+    elif path is not None:
+        train, test = load_npz(path)
+        source = path
+    elif name in NUM_CLASSES:
+        train, test = load_torchvision(name, root, download)
+        source = f"{name} in {root}"
+    else:
+        raise DataError(f"dataset {name!r} unknown; choose from cifar10, cifar100, synthetic")
+    train = Split(train.images[:train_size], train.labels[:train_size])
+    test = Split(test.images[:test_size], test.labels[:test_size])
+    for split, part in ((train, "train"), (test, "test")):
+        check_split(split, num_classes, source, part)
+    return train, test
+
+
+class DeviceLoader:
+    """Batches from a split held on `device`: yields (images [B, 3, 32, 32] normalized float, labels [B]).
+
+    With `augment`, each batch gets a random crop of the 4-pixel zero-padded image and a random
+    horizontal flip, drawn from `generator` (a torch.Generator on `device`) on the device.
+    """
+
+    def __init__(self, split: Split, batch_size: int, device, *, mean, std, augment: bool, shuffle: bool,
+                 drop_last: bool, generator: torch.Generator | None = None, dtype=torch.float32):
+        self.device = torch.device(device)
+        self.images = torch.from_numpy(split.images).to(self.device).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
+        self.labels = torch.from_numpy(split.labels).to(self.device)
+        self.batch_size, self.augment, self.shuffle, self.drop_last = batch_size, augment, shuffle, drop_last
+        self.generator, self.dtype = generator, dtype
+        self.mean = torch.as_tensor(mean, device=self.device, dtype=dtype).view(1, 3, 1, 1) * 255
+        self.std = torch.as_tensor(std, device=self.device, dtype=dtype).view(1, 3, 1, 1) * 255
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.labels)
+        order = (
+            torch.randperm(n, device=self.device, generator=self.generator)
+            if self.shuffle
+            else torch.arange(n, device=self.device)
+        )
+        for i in range(len(self)):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            images = self.images[index]
+            if self.augment:
+                images = self.crop_and_flip(images)
+            yield (images.to(self.dtype) - self.mean) / self.std, self.labels[index]
+
+    def crop_and_flip(self, images: torch.Tensor) -> torch.Tensor:
+        """Random 32x32 crop of the zero-padded 40x40 image, then a random left-right flip, per image."""
+        batch = len(images)
+        padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+        dy, dx = (torch.randint(0, 9, (batch,), device=self.device, generator=self.generator) for _ in range(2))
+        offsets = torch.arange(32, device=self.device)
+        rows = (dy[:, None] + offsets)[:, None, :, None]
+        cols = (dx[:, None] + offsets)[:, None, None, :]
+        flip = torch.rand(batch, device=self.device, generator=self.generator) < 0.5
+        cols = torch.where(flip[:, None, None, None], 31 + 2 * dx[:, None, None, None] - cols, cols)  # mirror within the crop
+        channels = torch.arange(3, device=self.device)[None, :, None, None]
+        return padded[torch.arange(batch, device=self.device)[:, None, None, None], channels, rows, cols]
+
+
+def channel_stats(split: Split) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the training images on the [0, 1] scale."""
+    pixels = split.images.reshape(-1, 3).astype(np.float64) / 255
+    return pixels.mean(0).tolist(), pixels.std(0).tolist()

@@ -1,0 +1,275 @@
+"""anode-train: train an ODE network on CIFAR with one gradient method; log what it costs and how
+right its gradient is (DESIGN.md section 6 tags) to TensorBoard in the Hydra run directory.
+
+    anode-train model=resnet grad=aca
+    anode-train -m grad=direct,adjoint,anode,aca solver.steps=1,2,4
+    anode-train experiment=smoke                     # offline, synthetic data, 2-core CPU
+
+This is the one place where a config becomes objects; anode_bench.ode and .models never read cfg.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from .data import DeviceLoader, channel_stats, load_splits
+from .metrics import MIB, gradient_error, peak_memory_mib
+from .models import build_model
+from .ode import MaxStepsError, NonFiniteStateError
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("trainer.device=cuda but CUDA is not available; use trainer.device=cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"trainer.device {name!r} unknown; choose from auto, cpu, cuda")
+    return torch.device(name)
+
+
+def ode_settings(cfg: DictConfig) -> dict:
+    """The ODEBlock settings shared by every block: the solver group plus the grad group."""
+    settings = {k: v for k, v in OmegaConf.to_container(cfg.solver).items() if k != "name" and v is not None}
+    return {**settings, "solver": cfg.solver.name, "grad": cfg.grad.name, "check_finite": False}
+
+
+def make_scheduler(optimizer, trainer: DictConfig):
+    if trainer.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(trainer.milestones), trainer.gamma)
+    if trainer.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, trainer.epochs)
+    if trainer.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    raise ValueError(f"trainer.schedule {trainer.schedule!r} unknown; choose from step, cosine, constant")
+
+
+def resident_mib(model, optimizer) -> float:
+    """What lives on the device before a step: parameters, their gradients and optimizer state."""
+    tensors = [*model.parameters(), *(p.grad for p in model.parameters() if p.grad is not None)]
+    tensors += [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
+    return sum(t.numel() * t.element_size() for t in tensors) / MIB
+
+
+@torch.no_grad()
+def evaluate(model, loader) -> tuple[float, float]:
+    model.eval()
+    loss_sum = correct = 0
+    for images, labels in loader:
+        logits = model(images)
+        loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+    model.train()
+    count = len(loader.labels)
+    return float(loss_sum) / count, float(correct) / count
+
+
+def nfe_counts(model) -> dict[str, int]:
+    """f evaluations of the last training step, summed over ODE blocks."""
+    infos = [block.last_info for block in model.ode_blocks]
+    return {
+        "nfe/forward": sum(i.nfe_forward for i in infos),
+        "nfe/backward": sum(i.nfe_backward for i in infos),
+        "nfe/rejected": sum(i.n_rejected + i.n_rejected_backward for i in infos),
+    }
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=40"], capture_output=True, text=True, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
+def training_step(model, optimizer, images, labels, profile_cpu: bool):
+    """One SGD step. Returns (logits, loss, peak MiB or None, activation MiB or None).
+
+    CUDA: the allocator's peak over the step, every step; activation = peak minus what was
+    resident before it (parameters, gradients, optimizer state, data). CPU: only when
+    `profile_cpu`, the profiler's allocation peak is the activation memory, and peak adds the
+    parameters, gradients and optimizer state.
+    """
+
+    def step():
+        logits = model(images)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return logits, loss
+
+    if images.device.type == "cuda":
+        resident = torch.cuda.memory_allocated(images.device) / MIB
+        torch.cuda.reset_peak_memory_stats(images.device)
+        logits, loss = step()
+        peak = torch.cuda.max_memory_allocated(images.device) / MIB
+        return logits, loss, peak, peak - resident
+    if profile_cpu:
+        outputs = []
+        activation = peak_memory_mib(lambda: outputs.extend(step()))
+        return *outputs, resident_mib(model, optimizer) + activation, activation
+    return *step(), None, None
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train as configured, writing TensorBoard events and metrics.json into run_dir. Returns the metrics."""
+    trainer, check = cfg.trainer, cfg.grad_check
+    device = pick_device(trainer.device)
+    if trainer.seed is not None:
+        torch.manual_seed(trainer.seed)
+    generator = torch.Generator(device).manual_seed(trainer.seed if trainer.seed is not None else torch.seed())
+
+    data = cfg.dataset
+    train_split, test_split = load_splits(
+        data.name, num_classes=data.num_classes, root=data.root, path=data.path, download=data.download,
+        train_size=data.train_size, test_size=data.test_size, seed=trainer.seed or 0,
+    )
+    mean, std = channel_stats(train_split)
+    loader_args = dict(device=device, mean=mean, std=std, generator=generator)
+    train_loader = DeviceLoader(train_split, trainer.batch_size, augment=True, shuffle=True, drop_last=True, **loader_args)
+    test_loader = DeviceLoader(test_split, trainer.eval_batch_size, augment=False, shuffle=False, drop_last=False, **loader_args)
+    probe_images, probe_labels = next(iter(DeviceLoader(
+        train_split, check.batch_size, augment=False, shuffle=False, drop_last=False, **loader_args)))
+
+    model = build_model(cfg.model.name, data.num_classes, ode_settings(cfg), **cfg.model.get("arch", {})).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=trainer.lr, momentum=trainer.momentum, weight_decay=trainer.weight_decay)
+    scheduler = make_scheduler(optimizer, trainer)
+    writer = SummaryWriter(str(run_dir))
+    steps_per_epoch = len(train_loader) if trainer.max_steps_per_epoch is None else min(len(train_loader), trainer.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise ValueError(f"trainer.batch_size={trainer.batch_size} exceeds the {len(train_split.labels)} training images")
+
+    history = {"test/acc": [], "grad_error/rel_l2": [], "memory/peak_mib": [], "time/step_ms": []}
+    status, failure, step, test_loss, test_acc, last_nfe = "completed", None, 0, math.nan, math.nan, {}
+    for epoch in range(trainer.epochs):
+        epoch_start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen, window_start, window_steps, window_peak = 0, time.perf_counter(), 0, 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{trainer.epochs}", leave=False)
+        batches = iter(train_loader)
+        for _ in bar:
+            images, labels = next(batches)
+            check_start = time.perf_counter()
+            measure_step = check.every and step % check.every == 0
+            try:  # a solver failure (NonFiniteStateError, MaxStepsError) is a result: the run diverged
+                if measure_step:
+                    errors = gradient_error(model, probe_images, probe_labels, reference=check.reference,
+                                            fine_factor=check.fine_factor)
+                    for tag, value in errors.items():
+                        writer.add_scalar(tag, value, step)
+                    history["grad_error/rel_l2"].append(errors["grad_error/rel_l2"])
+                probe_end = time.perf_counter()
+                logits, loss, peak, activation = training_step(model, optimizer, images, labels, profile_cpu=measure_step)
+            except (NonFiniteStateError, MaxStepsError) as error:
+                status, failure = "diverged", f"step {step}: {error}"
+                log.warning(f"stopping: {failure}")
+                break
+            if peak is not None:
+                writer.add_scalar("memory/activation_mib", activation, step)
+                window_peak = max(window_peak, peak)
+            if measure_step:  # the probe (and a profiled CPU step) is not training time
+                profiled = device.type == "cpu"
+                window_start += (time.perf_counter() if profiled else probe_end) - check_start
+                window_steps -= profiled
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
+            seen += len(labels)
+            step += 1
+            window_steps += 1
+            last_nfe = nfe_counts(model)  # before evaluation overwrites the blocks' last solve
+            if step % trainer.log_every == 0 or step % steps_per_epoch == 0:
+                step_loss = float(loss.detach())  # one read-back per log window, which also synchronizes timing
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                step_ms = (time.perf_counter() - window_start) * 1e3 / max(window_steps, 1)
+                writer.add_scalar("train/loss", step_loss, step)
+                for tag, count in last_nfe.items():
+                    writer.add_scalar(tag, count, step)
+                writer.add_scalar("time/step_ms", step_ms, step)
+                if window_peak:
+                    writer.add_scalar("memory/peak_mib", window_peak, step)
+                    history["memory/peak_mib"].append(window_peak)
+                history["time/step_ms"].append(step_ms)
+                bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{float(correct) / seen:.3f}")
+                window_start, window_steps, window_peak = time.perf_counter(), 0, 0.0
+                if not math.isfinite(step_loss):
+                    status, failure = "diverged", f"step {step}: training loss {step_loss}"
+                    log.warning(f"stopping: {failure}")
+                    break
+        bar.close()
+        epoch_s = time.perf_counter() - epoch_start
+        train_loss, train_acc = float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1)
+        writer.add_scalar("train/acc", train_acc, step)
+        writer.add_scalar("time/epoch_s", epoch_s, epoch + 1)
+        writer.add_scalar("throughput/img_s", seen / epoch_s, epoch + 1)
+        if status == "diverged":
+            break
+        writer.add_scalar("train/epoch_loss", train_loss, epoch + 1)
+        test_loss, test_acc = evaluate(model, test_loader)
+        writer.add_scalar("test/loss", test_loss, epoch + 1)
+        writer.add_scalar("test/acc", test_acc, epoch + 1)
+        history["test/acc"].append(test_acc)
+        log.info(f"epoch {epoch + 1}/{trainer.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
+              f"test loss {test_loss:.4f} acc {test_acc:.4f} | {seen / epoch_s:.0f} img/s")
+        scheduler.step()
+
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    metrics = {
+        "status": status,
+        "failure": failure,
+        "steps": step,
+        "epochs": epoch + 1 if trainer.epochs else 0,
+        "test/acc": test_acc if history["test/acc"] else None,
+        "test/best_acc": max(history["test/acc"], default=None),
+        "test/loss": test_loss if history["test/acc"] else None,
+        "grad_error/rel_l2_mean": mean(history["grad_error/rel_l2"]),
+        "memory/peak_mib": max(history["memory/peak_mib"], default=None),
+        "time/step_ms": mean(history["time/step_ms"]),
+        **last_nfe,
+        "device": str(device),
+        "git": git_revision(),
+    }
+    hparams = {
+        "dataset": data.name, "model": cfg.model.name, "solver": cfg.solver.name,
+        "steps": cfg.solver.steps if cfg.solver.steps is not None else -1, "grad": cfg.grad.name,
+        "lr": trainer.lr, "batch_size": trainer.batch_size, "seed": trainer.seed if trainer.seed is not None else -1,
+    }
+    final = {f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
+    writer.add_hparams(hparams, final, run_name=".")
+    writer.close()
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")  # the repository's configs/ (editable install)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    earlier = [p.name for p in run_dir.iterdir() if p.name == "metrics.json" or p.name.startswith("events.out.tfevents")]
+    if earlier:
+        raise SystemExit(f"anode-train: {run_dir} already holds a run ({', '.join(sorted(earlier))}); "
+                         f"choose another hydra.run.dir, nothing was overwritten")
+    metrics = train(cfg, run_dir)
+    return metrics["test/acc"]
+
+
+if __name__ == "__main__":
+    main()

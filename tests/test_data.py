@@ -1,0 +1,70 @@
+"""The device-resident loader: what the model sees is CIFAR cropped, flipped and normalized correctly."""
+import numpy as np
+import pytest
+import torch
+
+from anode_bench.data import DataError, DeviceLoader, Split, channel_stats, load_splits, make_synthetic
+
+
+def tiny_split(size=16):
+    rng = np.random.default_rng(0)
+    return Split(rng.integers(0, 256, (size, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, size))
+
+
+def test_batches_are_normalized_nchw_float_and_cover_the_split_once():
+    split = tiny_split(10)
+    loader = DeviceLoader(split, 4, "cpu", mean=[0.5] * 3, std=[0.25] * 3, augment=False, shuffle=True, drop_last=False,
+                          generator=torch.Generator().manual_seed(0))
+    batches = list(loader)
+    assert len(loader) == 3 and [len(y) for _, y in batches] == [4, 4, 2]
+    images = torch.cat([x for x, _ in batches])
+    assert images.shape == (10, 3, 32, 32) and images.dtype == torch.float32
+    expected = (torch.from_numpy(split.images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
+    order = [int((expected - img).abs().flatten(1).amax(1).argmin()) for img in images]
+    assert all(torch.allclose(expected[i], img, atol=1e-5) for i, img in zip(order, images))
+    assert sorted(order) == list(range(10))
+
+
+def test_augmentation_is_a_shifted_crop_of_the_zero_padded_image_maybe_mirrored():
+    split = tiny_split(64)
+    loader = DeviceLoader(split, 64, "cpu", mean=[0, 0, 0], std=[1 / 255] * 3, augment=True, shuffle=False, drop_last=False,
+                          generator=torch.Generator().manual_seed(1))
+    (images, _), = list(loader)
+    padded = torch.nn.functional.pad(torch.from_numpy(split.images).permute(0, 3, 1, 2).float(), (4, 4, 4, 4))
+    flips = 0
+    for image, source in zip(images, padded):
+        crops = [(source[:, dy : dy + 32, dx : dx + 32], flip) for dy in range(9) for dx in range(9) for flip in (0, 1)]
+        matches = [flip for crop, flip in crops if torch.equal(crop.flip(2) if flip else crop, image)]
+        assert matches, "every augmented image is one of the 162 crop/flip variants"
+        flips += matches[0]
+    assert 10 < flips < 54  # about half are mirrored
+
+
+def test_synthetic_task_is_cifar_shaped_and_deterministic():
+    (train, test), (again, _) = make_synthetic(10, 100, 20, seed=3), make_synthetic(10, 100, 20, seed=3)
+    assert train.images.shape == (100, 32, 32, 3) and train.images.dtype == np.uint8 and test.labels.shape == (20,)
+    assert np.array_equal(train.images, again.images)
+    mean, std = channel_stats(train)
+    assert all(0.2 < m < 0.8 for m in mean) and all(0.05 < s < 0.5 for s in std)
+
+
+def test_npz_with_labels_out_of_range_names_the_file(tmp_path):
+    path = tmp_path / "bad.npz"
+    split = tiny_split(4)
+    np.savez(path, x_train=split.images, y_train=split.labels + 10, x_test=split.images, y_test=split.labels)
+    with pytest.raises(DataError, match=r"bad.npz: train labels must lie in 0..9"):
+        load_splits("cifar10", num_classes=10, path=str(path))
+
+
+def test_truncated_npz_is_a_clear_error(tmp_path):
+    path = tmp_path / "cut.npz"
+    split = tiny_split(4)
+    np.savez(path, x_train=split.images, y_train=split.labels, x_test=split.images, y_test=split.labels)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DataError, match="cannot read .*cut.npz"):
+        load_splits("cifar10", num_classes=10, path=str(path))
+
+
+def test_missing_cifar_offline_says_how_to_point_at_a_copy(tmp_path):
+    with pytest.raises(DataError, match="point dataset.root at a directory"):
+        load_splits("cifar100", num_classes=100, root=str(tmp_path), download=False)
