@@ -185,7 +185,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 window_peak = max(window_peak, peak)
             if measure_step:  # the probe (and a profiled CPU step) is not training time
                 profiled = device.type == "cpu"
-                window_start += (time.perf_counter() if profiled else probe_end) - check_start
+                excluded = (time.perf_counter() if profiled else probe_end) - check_start
+                window_start += excluded
+                epoch_start += excluded
                 window_steps -= profiled
             loss_sum += loss.detach() * len(labels)
             correct += (logits.argmax(1) == labels).sum()

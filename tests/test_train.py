@@ -101,3 +101,20 @@ def test_exact_methods_match_the_discrete_reference_but_not_the_fine_one(referen
     images, labels = torch.randn(8, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (8,))
     error = gradient_error(model, images, labels, reference=reference)["grad_error/rel_l2"]
     assert (error < 1e-10) if reference == "discrete" else (error > 1e-4)
+
+
+def test_a_diverging_run_records_it_and_exits_zero_so_sweeps_go_on(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli([*SMOKE, "trainer.lr=1e12", "trainer.log_every=1", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and "training loss nan" in metrics["failure"]
+
+
+def test_a_run_refuses_a_directory_that_already_holds_results(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text('{"status": "completed"}')
+    result = run_cli([*SMOKE, f"hydra.run.dir={run_dir}"], tmp_path)
+    assert result.returncode != 0 and "already holds a run" in result.stderr
+    assert (run_dir / "metrics.json").read_text() == '{"status": "completed"}'
