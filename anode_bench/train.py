@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import subprocess
+import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import hydra
@@ -22,7 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from .data import DeviceLoader, channel_stats, load_splits
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import ConfigError, validate
+from .data import DataError, DeviceLoader, channel_stats, load_splits
 from .metrics import MIB, gradient_error, peak_memory_mib
 from .models import build_model
 from .ode import MaxStepsError, NonFiniteStateError
@@ -41,9 +46,11 @@ def pick_device(name: str) -> torch.device:
 
 
 def ode_settings(cfg: DictConfig) -> dict:
-    """The ODEBlock settings shared by every block: the solver group plus the grad group."""
+    """The ODEBlock settings shared by every block: the solver group plus the grad group (its
+    keys besides `name`, e.g. revolve's checkpoints or adjoint's norm, are the grad_options)."""
     settings = {k: v for k, v in OmegaConf.to_container(cfg.solver).items() if k != "name" and v is not None}
-    return {**settings, "solver": cfg.solver.name, "grad": cfg.grad.name, "check_finite": False}
+    grad_options = {k: v for k, v in OmegaConf.to_container(cfg.grad).items() if k != "name" and v is not None}
+    return {**settings, "solver": cfg.solver.name, "grad": cfg.grad.name, "grad_options": grad_options, "check_finite": False}
 
 
 def make_scheduler(optimizer, trainer: DictConfig):
@@ -126,6 +133,53 @@ def training_step(model, optimizer, images, labels, profile_cpu: bool):
     return *step(), None, None
 
 
+@dataclass
+class Progress:
+    """Where a run stands: everything besides model, optimizer and scheduler that a resume needs."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step: int = 0  # training steps done in all
+    step_in_epoch: int = 0
+    epoch_rng: torch.Tensor | None = None  # the loader generator's state when this epoch began
+    loss_sum: float = 0.0  # this epoch's sums so far
+    correct: int = 0
+    seen: int = 0
+    test_loss: float = math.nan
+    test_acc: float = math.nan
+    last_nfe: dict = field(default_factory=dict)
+    history: dict = field(default_factory=lambda: {"test/acc": [], "grad_error/rel_l2": [], "memory/peak_mib": [], "time/step_ms": []})
+
+
+class StopRequest:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints after the current step and exits 128 + signal."""
+
+    def __init__(self):
+        self.signum = None
+        self.previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.previous[signum] = signal.signal(signum, self.request)
+        return self
+
+    def request(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def rng_states(device: torch.device) -> dict:
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_states(states: dict, device: torch.device) -> None:
+    torch.set_rng_state(states["cpu"])
+    if states["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train as configured, writing TensorBoard events and metrics.json into run_dir. Returns the metrics."""
     trainer, check = cfg.trainer, cfg.grad_check
@@ -149,20 +203,41 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     model = build_model(cfg.model.name, data.num_classes, ode_settings(cfg), **cfg.model.get("arch", {})).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=trainer.lr, momentum=trainer.momentum, weight_decay=trainer.weight_decay)
     scheduler = make_scheduler(optimizer, trainer)
-    writer = SummaryWriter(str(run_dir))
+    progress = Progress()
+    if trainer.resume:
+        state, path = load_checkpoint(run_dir if trainer.resume is True else Path(trainer.resume), map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        progress = Progress(**state["progress"])
+        set_rng_states(state["rng"], device)
+        log.info(f"resuming from {path}: epoch {progress.epoch + 1}, step {progress.step}")
+    # purge_step drops events a killed run logged after its last checkpoint
+    writer = SummaryWriter(str(run_dir), purge_step=progress.step if trainer.resume else None)
+
+    def checkpoint():
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "progress": asdict(progress), "rng": rng_states(device)}
+        return save_checkpoint(run_dir, progress.step, state, keep=trainer.keep_checkpoints)
     steps_per_epoch = len(train_loader) if trainer.max_steps_per_epoch is None else min(len(train_loader), trainer.max_steps_per_epoch)
     if steps_per_epoch == 0:
         raise ValueError(f"trainer.batch_size={trainer.batch_size} exceeds the {len(train_split.labels)} training images")
 
-    history = {"test/acc": [], "grad_error/rel_l2": [], "memory/peak_mib": [], "time/step_ms": []}
-    status, failure, step, test_loss, test_acc, last_nfe = "completed", None, 0, math.nan, math.nan, {}
-    for epoch in range(trainer.epochs):
-        epoch_start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen, window_start, window_steps, window_peak = 0, time.perf_counter(), 0, 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{trainer.epochs}", leave=False)
+    history, status, failure, step = progress.history, "completed", None, progress.step
+    stop = StopRequest().__enter__()
+    for epoch in range(progress.epoch, trainer.epochs):
+        if progress.step_in_epoch == 0:
+            progress.epoch_rng = generator.get_state()
+        generator.set_state(progress.epoch_rng)
         batches = iter(train_loader)
+        for _ in range(progress.step_in_epoch):  # a resumed epoch replays the loader's draws of the steps done
+            next(batches)
+        epoch_start = time.perf_counter()
+        loss_sum = torch.tensor(progress.loss_sum, device=device)
+        correct = torch.tensor(progress.correct, device=device)
+        seen, step = progress.seen, progress.step
+        window_start, window_steps, window_peak = time.perf_counter(), 0, 0.0
+        bar = tqdm(range(progress.step_in_epoch, steps_per_epoch), desc=f"epoch {epoch + 1}/{trainer.epochs}", leave=False)
         for _ in bar:
             images, labels = next(batches)
             check_start = time.perf_counter()
@@ -194,14 +269,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             seen += len(labels)
             step += 1
             window_steps += 1
-            last_nfe = nfe_counts(model)  # before evaluation overwrites the blocks' last solve
+            progress.last_nfe = nfe_counts(model)  # before evaluation overwrites the blocks' last solve
             if step % trainer.log_every == 0 or step % steps_per_epoch == 0:
                 step_loss = float(loss.detach())  # one read-back per log window, which also synchronizes timing
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 step_ms = (time.perf_counter() - window_start) * 1e3 / max(window_steps, 1)
                 writer.add_scalar("train/loss", step_loss, step)
-                for tag, count in last_nfe.items():
+                for tag, count in progress.last_nfe.items():
                     writer.add_scalar(tag, count, step)
                 writer.add_scalar("time/step_ms", step_ms, step)
                 if window_peak:
@@ -214,6 +289,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                     status, failure = "diverged", f"step {step}: training loss {step_loss}"
                     log.warning(f"stopping: {failure}")
                     break
+            if stop.signum is not None:
+                progress.step, progress.step_in_epoch = step, progress.step_in_epoch + (step - progress.step)
+                progress.loss_sum, progress.correct, progress.seen = float(loss_sum), int(correct), seen
+                path = checkpoint()
+                writer.close()
+                stop.__exit__()
+                log.warning(f"signal {stop.signum}: checkpoint {path} written; continue with trainer.resume=true "
+                            f"hydra.run.dir={run_dir}")
+                raise SystemExit(128 + stop.signum)
         bar.close()
         epoch_s = time.perf_counter() - epoch_start
         train_loss, train_acc = float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1)
@@ -228,15 +312,21 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         writer.add_scalar("test/acc", test_acc, epoch + 1)
         history["test/acc"].append(test_acc)
         log.info(f"epoch {epoch + 1}/{trainer.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
-              f"test loss {test_loss:.4f} acc {test_acc:.4f} | {seen / epoch_s:.0f} img/s")
+                 f"test loss {test_loss:.4f} acc {test_acc:.4f} | {seen / epoch_s:.0f} img/s")
         scheduler.step()
+        progress.epoch, progress.step, progress.step_in_epoch = epoch + 1, step, 0
+        progress.loss_sum, progress.correct, progress.seen = 0.0, 0, 0
+        progress.test_loss, progress.test_acc = test_loss, test_acc
+        checkpoint()
+    stop.__exit__()
+    test_loss, test_acc, last_nfe = progress.test_loss, progress.test_acc, progress.last_nfe
 
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
     metrics = {
         "status": status,
         "failure": failure,
         "steps": step,
-        "epochs": epoch + 1 if trainer.epochs else 0,
+        "epochs": progress.epoch,  # completed
         "test/acc": test_acc if history["test/acc"] else None,
         "test/best_acc": max(history["test/acc"], default=None),
         "test/loss": test_loss if history["test/acc"] else None,
@@ -253,6 +343,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "lr": trainer.lr, "batch_size": trainer.batch_size, "seed": trainer.seed if trainer.seed is not None else -1,
     }
     final = {f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
+    writer.add_text("run/status", status if failure is None else f"{status}: {failure}", step)
     writer.add_hparams(hparams, final, run_name=".")
     writer.close()
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -264,12 +355,18 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")  # the repo
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    """Validate, refuse to overwrite, train; every refusal is one line on stderr and exit code 2."""
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    earlier = [p.name for p in run_dir.iterdir() if p.name == "metrics.json" or p.name.startswith("events.out.tfevents")]
-    if earlier:
-        raise SystemExit(f"anode-train: {run_dir} already holds a run ({', '.join(sorted(earlier))}); "
-                         f"choose another hydra.run.dir, nothing was overwritten")
-    metrics = train(cfg, run_dir)
+    try:
+        validate(cfg, ode_settings)
+        earlier = [p.name for p in run_dir.iterdir() if p.name == "metrics.json" or p.name.startswith("events.out.tfevents")]
+        if earlier and not cfg.trainer.resume:
+            raise ConfigError(f"{run_dir} already holds a run ({', '.join(sorted(earlier))}); nothing was overwritten: "
+                              f"choose another hydra.run.dir, or continue it with trainer.resume=true")
+        metrics = train(cfg, run_dir)
+    except (ConfigError, DataError, CheckpointError) as error:
+        print(f"anode-train: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     return metrics["test/acc"]
 
 

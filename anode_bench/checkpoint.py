@@ -1,0 +1,58 @@
+"""Training checkpoints: written atomically, the newest `keep` kept, read back newest-first.
+
+A checkpoint is `run_dir/checkpoints/step_<step>.pt`, written to a temporary file in the same
+directory and renamed over, so a kill mid-write leaves the previous checkpoints intact. On resume a
+checkpoint that cannot be read is reported and the one before it is used.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint: the message names what was tried."""
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int = 2) -> Path:
+    directory = checkpoint_dir(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step_{step:08d}.pt"
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    for old in sorted(directory.glob("step_*.pt"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def load_checkpoint(source: Path, map_location) -> tuple[dict, Path]:
+    """The newest readable checkpoint in a run dir (or the file itself). Returns (state, path)."""
+    source = Path(source)
+    if source.is_file():
+        candidates = [source]
+    else:
+        candidates = sorted(checkpoint_dir(source).glob("step_*.pt"), reverse=True)
+        if not candidates:
+            raise CheckpointError(f"no checkpoint to resume from in {checkpoint_dir(source)}")
+    unreadable = []
+    for path in candidates:
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True), path
+        except Exception as error:  # truncated, corrupt or not a checkpoint at all
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            unreadable.append(f"{path.name} ({reason})")
+            log.warning(f"checkpoint {path} is unreadable ({reason}); trying the one before it")
+    raise CheckpointError(f"no readable checkpoint in {source}: {'; '.join(unreadable)}")

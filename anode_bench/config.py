@@ -1,0 +1,146 @@
+"""Start-up validation of an anode-train config, before any data is touched.
+
+Each plain group has a dataclass schema: OmegaConf merges the group into it, which rejects
+unknown keys and wrong types, and `OmegaConf.to_object` runs the range checks in
+`__post_init__`. The `solver` and `grad` groups are checked by the ODE core itself (building an
+ODEBlock validates names, N_t, tolerances and their combinations), so a new solver or method
+needs no second list here. Every failure is one ConfigError line naming the key and what is allowed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .data import NUM_CLASSES
+
+
+class ConfigError(ValueError):
+    """A config value that anode-train refuses; the message is one line."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "cifar10"
+    num_classes: int = 10
+    root: str = "data"
+    download: bool = True
+    path: Optional[str] = None
+    train_size: Optional[int] = None
+    test_size: Optional[int] = None
+
+    def __post_init__(self):
+        _require(self.name in (*NUM_CLASSES, "synthetic"), f"dataset.name {self.name!r} unknown; choose from cifar10, cifar100, synthetic")
+        _require(self.num_classes >= 2, f"dataset.num_classes must be >= 2, got {self.num_classes}")
+        if self.name in NUM_CLASSES:
+            _require(self.num_classes == NUM_CLASSES[self.name],
+                     f"dataset.num_classes={self.num_classes} does not fit {self.name}, which has {NUM_CLASSES[self.name]} classes")
+        for key in ("train_size", "test_size"):
+            value = getattr(self, key)
+            _require(value is None or value >= 1, f"dataset.{key} must be >= 1 or null, got {value}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet"
+    arch: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        from .models import FAMILIES, PRESETS
+
+        _require(self.name in PRESETS or self.name in FAMILIES,
+                 f"model.name {self.name!r} unknown; choose from {', '.join([*FAMILIES, *PRESETS])}")
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 90
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "step"
+    milestones: list[int] = field(default_factory=lambda: [30, 60])
+    gamma: float = 0.1
+    seed: Optional[int] = 0
+    device: str = "auto"
+    log_every: int = 50
+    max_steps_per_epoch: Optional[int] = None
+    eval_batch_size: int = 500
+    resume: Any = False  # false, true (this run dir's newest checkpoint) or a checkpoint file / run dir
+    keep_checkpoints: int = 2
+
+    def __post_init__(self):
+        _require(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
+        _require(self.batch_size >= 1 and self.eval_batch_size >= 1,
+                 f"trainer.batch_size and eval_batch_size must be >= 1, got {self.batch_size}, {self.eval_batch_size}")
+        _require(0 < self.lr < float("inf"), f"trainer.lr must be > 0, got {self.lr}")
+        _require(0 <= self.momentum < 1, f"trainer.momentum must lie in [0, 1), got {self.momentum}")
+        _require(self.weight_decay >= 0, f"trainer.weight_decay must be >= 0, got {self.weight_decay}")
+        _require(self.schedule in ("step", "cosine", "constant"),
+                 f"trainer.schedule {self.schedule!r} unknown; choose from step, cosine, constant")
+        _require(all(m >= 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
+                 f"trainer.milestones must be increasing epochs >= 1, got {list(self.milestones)}")
+        _require(0 < self.gamma <= 1, f"trainer.gamma must lie in (0, 1], got {self.gamma}")
+        _require(self.device in ("auto", "cpu", "cuda"), f"trainer.device {self.device!r} unknown; choose from auto, cpu, cuda")
+        _require(self.log_every >= 1, f"trainer.log_every must be >= 1, got {self.log_every}")
+        _require(self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+                 f"trainer.max_steps_per_epoch must be >= 1 or null, got {self.max_steps_per_epoch}")
+        _require(isinstance(self.resume, (bool, str)), f"trainer.resume must be true, false or a path, got {self.resume!r}")
+        _require(self.keep_checkpoints >= 2, f"trainer.keep_checkpoints must be >= 2 (one may be cut by a kill), got {self.keep_checkpoints}")
+
+
+@dataclass
+class GradCheckConfig:
+    every: int = 100
+    reference: str = "discrete"
+    fine_factor: int = 8
+    batch_size: int = 32
+
+    def __post_init__(self):
+        _require(self.every >= 0, f"grad_check.every must be >= 0 (0: never), got {self.every}")
+        _require(self.reference in ("discrete", "fine"), f"grad_check.reference {self.reference!r} unknown; choose from discrete, fine")
+        _require(self.fine_factor >= 2, f"grad_check.fine_factor must be >= 2, got {self.fine_factor}")
+        _require(self.batch_size >= 2, f"grad_check.batch_size must be >= 2 (BatchNorm in train mode), got {self.batch_size}")
+
+
+SCHEMAS = {"dataset": DatasetConfig, "model": ModelConfig, "trainer": TrainerConfig, "grad_check": GradCheckConfig}
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def validate(cfg: DictConfig, ode_settings) -> None:
+    """Raise ConfigError for the first bad group; `ode_settings(cfg)` gives the ODEBlock settings."""
+    for group, schema in SCHEMAS.items():
+        try:
+            OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg[group]))
+        except ConfigError:
+            raise
+        except OmegaConfBaseException as error:
+            key = getattr(error, "full_key", None) or ""
+            raise ConfigError(f"{group}{'.' + key if key and not key.startswith(group) else ''}: {_one_line(error)}") from None
+    import torch
+
+    from .ode import SOLVERS, ODEBlock
+
+    try:
+        settings = ode_settings(cfg)
+        solver = SOLVERS.get(settings["solver"])
+        if solver is not None and solver.adaptive and settings.get("steps") is not None:
+            raise ConfigError(f"solver.steps={settings['steps']} makes no sense for the adaptive solver {solver.name}: "
+                              f"set solver.rtol/atol, or pick a fixed-step solver (euler, midpoint, heun, rk4)")
+        ODEBlock(torch.nn.Identity(), **settings)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"solver/grad: {_one_line(error)}") from None

@@ -1,0 +1,127 @@
+"""Reliability: preemption-safe resumable runs, divergence as a result, one clear line per bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from anode_bench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from anode_bench.config import ConfigError, validate
+from anode_bench.train import CONFIG_DIR, ode_settings
+
+RUN = ["experiment=smoke", "dataset.train_size=512", "dataset.test_size=64", "trainer.epochs=3",
+       "trainer.log_every=3", "grad_check.every=5"]
+
+
+def anode_train(args, cwd, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "anode_bench.train", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, **kwargs)
+
+
+def finished(process, timeout=300):
+    stdout, stderr = process.communicate(timeout=timeout)
+    return process.returncode, stderr
+
+
+def comparable(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if not k.startswith("time/") and k != "git"}
+
+
+def test_sigterm_checkpoints_and_resume_ends_with_the_same_metrics(tmp_path):
+    interrupted = tmp_path / "interrupted"
+    process = anode_train([*RUN, f"hydra.run.dir={interrupted}"], tmp_path)
+    deadline = time.time() + 240
+    while not (interrupted / "checkpoints").exists():  # the first epoch is done: stop during the second
+        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    code, stderr = finished(process)
+    assert code == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "continue with trainer.resume=true" in (interrupted / "train.log").read_text()
+    assert not (interrupted / "metrics.json").exists()
+
+    code, stderr = finished(anode_train([*RUN, f"hydra.run.dir={interrupted}", "trainer.resume=true"], tmp_path))
+    assert code == 0, stderr[-2000:]
+    assert "resuming from" in (interrupted / "train.log").read_text()
+
+    uninterrupted = tmp_path / "uninterrupted"
+    code, stderr = finished(anode_train([*RUN, f"hydra.run.dir={uninterrupted}"], tmp_path))
+    assert code == 0, stderr[-2000:]
+    assert comparable(interrupted) == comparable(uninterrupted)
+    assert len(list((uninterrupted / "checkpoints").glob("*.pt"))) == 2  # the newest two are kept
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
+    save_checkpoint(tmp_path, 4, {"step": 4})
+    save_checkpoint(tmp_path, 8, {"step": 8})
+    newest = tmp_path / "checkpoints" / "step_00000008.pt"
+    newest.write_bytes(newest.read_bytes()[:50])
+    state, path = load_checkpoint(tmp_path, map_location="cpu")
+    assert state == {"step": 4} and path.name == "step_00000004.pt"
+    (tmp_path / "checkpoints" / "step_00000004.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="no readable checkpoint .*step_00000008.pt.*step_00000004.pt"):
+        load_checkpoint(tmp_path, map_location="cpu")
+
+
+def test_checkpoints_are_written_atomically_and_pruned(tmp_path):
+    for step in range(1, 5):
+        save_checkpoint(tmp_path, step, {"weights": torch.ones(3) * step}, keep=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000003.pt", "step_00000004.pt"]
+
+
+def test_a_multirun_with_one_diverging_job_finishes_both(tmp_path):
+    sweep = tmp_path / "sweep"
+    code, stderr = finished(anode_train(["-m", "experiment=smoke", "trainer.max_steps_per_epoch=3", "trainer.log_every=1",
+                                         "trainer.lr=0.05,1e12", f"hydra.sweep.dir={sweep}"], tmp_path))
+    assert code == 0, stderr[-2000:]
+    statuses = {float(dict(kv.split("=") for kv in job.name.split("_", 1)[1].split(","))["trainer.lr"]):
+                json.loads((job / "metrics.json").read_text()) for job in sweep.iterdir() if job.is_dir()}
+    assert statuses[0.05]["status"] == "completed"
+    assert statuses[1e12]["status"] == "diverged" and "loss nan" in statuses[1e12]["failure"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.epochs=0", "trainer.epochs must be >= 1, got 0"),
+    ("trainer.lr=-0.1", "trainer.lr must be > 0"),
+    ("trainer.lr=fast", "trainer.lr: Value 'fast' of type 'str' could not be converted to Float"),
+    ("+trainer.epoch=3", "trainer.epoch: Key 'epoch' not in 'TrainerConfig'"),
+    ("trainer.batch_size=0", "trainer.batch_size and eval_batch_size must be >= 1"),
+    ("trainer.schedule=linear", "trainer.schedule 'linear' unknown; choose from step, cosine, constant"),
+    ("trainer.device=tpu", "trainer.device 'tpu' unknown; choose from auto, cpu, cuda"),
+    ("solver.steps=0", "steps must be an integer >= 1, got 0"),
+    ("solver.steps=2.5", "steps must be an integer >= 1, got 2.5"),
+    ("model.name=vgg", "model.name 'vgg' unknown; choose from resnet, sqnxt"),
+    ("grad.name=naive", "grad 'naive' unknown; choose from direct, adjoint, anode, aca"),
+    ("grad_check.reference=coarse", "grad_check.reference 'coarse' unknown; choose from discrete, fine"),
+    ("dataset.num_classes=100", "dataset.num_classes=100 does not fit cifar10, which has 10 classes"),
+    ("dataset.train_size=0", "dataset.train_size must be >= 1 or null"),
+])
+def test_bad_config_values_are_refused_in_one_line(override, message):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        try:
+            cfg = compose(config_name="train", overrides=[override])
+        except Exception as error:  # Hydra itself refused the override (a type the yaml cannot hold)
+            pytest.fail(f"compose refused {override}: {error}")
+    with pytest.raises(ConfigError) as error:
+        validate(cfg, ode_settings)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_meaningless_combinations_are_refused():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["solver=dopri5", "solver.steps=4"])
+    with pytest.raises(ConfigError, match="solver.steps=4 makes no sense for the adaptive solver dopri5"):
+        validate(cfg, ode_settings)
+
+
+def test_the_cli_answers_bad_input_with_one_line_and_exit_2_before_touching_data(tmp_path):
+    code, stderr = finished(anode_train(["dataset=cifar100", "trainer.epochs=0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path))
+    assert code == 2
+    assert stderr.strip().splitlines() == ["anode-train: trainer.epochs must be >= 1, got 0"]
+    assert not (tmp_path / "data").exists()
