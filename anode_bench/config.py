@@ -42,6 +42,8 @@ class DatasetConfig:
         if self.name in NUM_CLASSES:
             _require(self.num_classes == NUM_CLASSES[self.name],
                      f"dataset.num_classes={self.num_classes} does not fit {self.name}, which has {NUM_CLASSES[self.name]} classes")
+        _require(self.path is None or self.name != "synthetic",
+                 f"dataset.path={self.path} does not apply to dataset=synthetic; use dataset=cifar10 (or cifar100) with it")
         for key in ("train_size", "test_size"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"dataset.{key} must be >= 1 or null, got {value}")
@@ -90,6 +92,10 @@ class TrainerConfig:
                  f"trainer.milestones must be increasing epochs >= 1, got {list(self.milestones)}")
         _require(0 < self.gamma <= 1, f"trainer.gamma must lie in (0, 1], got {self.gamma}")
         _require(self.device in ("auto", "cpu", "cuda"), f"trainer.device {self.device!r} unknown; choose from auto, cpu, cuda")
+        import torch
+
+        _require(self.device != "cuda" or torch.cuda.is_available(),
+                 "trainer.device=cuda but CUDA is not available; use trainer.device=cpu or auto")
         _require(self.log_every >= 1, f"trainer.log_every must be >= 1, got {self.log_every}")
         _require(self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
                  f"trainer.max_steps_per_epoch must be >= 1 or null, got {self.max_steps_per_epoch}")

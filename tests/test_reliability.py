@@ -101,16 +101,25 @@ def test_a_multirun_with_one_diverging_job_finishes_both(tmp_path):
     ("grad_check.reference=coarse", "grad_check.reference 'coarse' unknown; choose from discrete, fine"),
     ("dataset.num_classes=100", "dataset.num_classes=100 does not fit cifar10, which has 10 classes"),
     ("dataset.train_size=0", "dataset.train_size must be >= 1 or null"),
+    ("dataset=synthetic dataset.path=x.npz", "dataset.path=x.npz does not apply to dataset=synthetic"),
 ])
 def test_bad_config_values_are_refused_in_one_line(override, message):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         try:
-            cfg = compose(config_name="train", overrides=[override])
+            cfg = compose(config_name="train", overrides=override.split())
         except Exception as error:  # Hydra itself refused the override (a type the yaml cannot hold)
             pytest.fail(f"compose refused {override}: {error}")
     with pytest.raises(ConfigError) as error:
         validate(cfg, ode_settings)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["trainer.device=cuda"])
+    with pytest.raises(ConfigError, match="trainer.device=cuda but CUDA is not available"):
+        validate(cfg, ode_settings)
 
 
 def test_meaningless_combinations_are_refused():
