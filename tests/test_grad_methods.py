@@ -14,10 +14,12 @@ from problems import ConvBNReLU, TanhMLP, relative_error
 from test_solvers import log_slope
 
 from anode_bench.ode import GRAD_METHODS, SOLVERS, odeint
+from anode_bench.ode.revolve import advances
 
 FIXED = [name for name, tab in SOLVERS.items() if not tab.adaptive]
 ADAPTIVE = [name for name, tab in SOLVERS.items() if tab.adaptive]
 EXACT = ["anode", "aca"]
+SOLVER_OF = {"mali": "alf"}  # mali runs solver alf only; the other methods run the RK solvers
 
 
 def gradient(func, y0, grad, seed=0, **solve_args):
@@ -60,8 +62,9 @@ def test_checkpoint_gradient_on_adaptive_solver_equals_direct_on_accepted_grid(g
 @pytest.mark.parametrize("grad", list(GRAD_METHODS))
 def test_batchnorm_running_stats_after_a_step_do_not_depend_on_the_method(grad):
     func, y0 = conv_problem()
-    _, _, ref_func = gradient(func, y0, "direct", solver="rk4", steps=2)
-    _, _, result_func = gradient(func, y0, grad, solver="rk4", steps=2)
+    solver = SOLVER_OF.get(grad, "rk4")
+    _, _, ref_func = gradient(func, y0, "direct", solver=solver, steps=2)
+    _, _, result_func = gradient(func, y0, grad, solver=solver, steps=2)
     for (name, ref_buffer), buffer in zip(ref_func.named_buffers(), result_func.buffers()):
         assert torch.equal(ref_buffer, buffer), name
 
@@ -77,9 +80,10 @@ def test_recompute_replays_the_forward_random_numbers(grad):
 @pytest.mark.parametrize("grad", list(GRAD_METHODS))
 def test_backward_leaves_the_global_rng_where_the_forward_left_it(grad):
     func, y0 = conv_problem(dropout=0.3)
-    gradient(func, y0, grad, seed=3, solver="rk4", steps=2)
+    solver = SOLVER_OF.get(grad, "rk4")
+    gradient(func, y0, grad, seed=3, solver=solver, steps=2)
     after = torch.rand(4)
-    gradient(func, y0, "direct", seed=3, solver="rk4", steps=2)
+    gradient(func, y0, "direct", seed=3, solver=solver, steps=2)
     assert torch.equal(after, torch.rand(4))
 
 
@@ -112,13 +116,21 @@ def test_adjoint_gradient_is_far_from_exact_for_relu_batchnorm():
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("solver", FIXED)
 def test_nfe_on_fixed_grids_is_stages_times_steps(solver, steps):
-    """forward s·N_t for every method; backward 0 for direct, s·N_t for adjoint, anode and aca."""
+    """forward s·N_t for every method; backward 0 for direct, s·N_t for adjoint, anode and aca,
+    s·(T(N_t, K) + 1) for revolve (= s·N_t while N_t <= K + 1: T = N_t - 1), (2s - 1)·N_t for
+    symplectic (s - 1 graph-free stage recomputes and s evaluations with a VJP per step).
+    mali runs solver alf only; its NFE is in test_grad_methods_extra.py."""
     func, y0 = conv_problem()
     stages = SOLVERS[solver].solution_stages
-    for grad in GRAD_METHODS:
+    backward = {
+        "direct": 0,
+        "revolve": stages * (advances(steps, GRAD_METHODS["revolve"].checkpoints) + 1),
+        "symplectic": (2 * stages - 1) * steps,
+    }
+    for grad in [g for g in GRAD_METHODS if g not in SOLVER_OF]:
         _, info, _ = gradient(func, y0, grad, solver=solver, steps=steps)
         assert info.nfe_forward == stages * steps
-        assert info.nfe_backward == (0 if grad == "direct" else stages * steps)
+        assert info.nfe_backward == backward.get(grad, stages * steps), grad
 
 
 @pytest.mark.parametrize("solver", ADAPTIVE)
@@ -146,9 +158,10 @@ def test_dopri5_on_a_grid_takes_six_evaluations_per_step():
 def test_without_grad_every_method_returns_the_same_state(grad):
     func, y0 = conv_problem()
     func.eval()
+    solver = SOLVER_OF.get(grad, "heun")
     with torch.no_grad():
-        reference = odeint(func, y0, solver="heun", steps=3)
-        assert torch.equal(odeint(func, y0, solver="heun", steps=3, grad=grad), reference)
+        reference = odeint(func, y0, solver=solver, steps=3)
+        assert torch.equal(odeint(func, y0, solver=solver, steps=3, grad=grad), reference)
 
 
 def test_direct_on_adaptive_solver_differentiates_the_step_size_controller():

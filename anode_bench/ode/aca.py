@@ -16,6 +16,7 @@ from .stepping import restore_rng, rk_step
 
 class ACA(CheckpointMethod):
     name = "aca"
+    runge_kutta_only = True
     record_states = True
     record_rng = True
 

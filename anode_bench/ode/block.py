@@ -30,31 +30,45 @@ class ODEBlock(nn.Module):
         atol: float = 1e-4,
         max_steps: int = 10000,
         check_finite: bool = True,
+        grad_options: dict | None = None,
+        eta: float = 1.0,
     ):
         super().__init__()
         self.func = func
         self.last_info = SolveInfo()
         self.settings = {}
         self.configure(
-            solver=solver, steps=steps, grad=grad, t0=t0, t1=t1, rtol=rtol, atol=atol, max_steps=max_steps, check_finite=check_finite
+            solver=solver, steps=steps, grad=grad, t0=t0, t1=t1, rtol=rtol, atol=atol, max_steps=max_steps,
+            check_finite=check_finite, grad_options=grad_options, eta=eta,
         )
 
     def configure(self, **changes) -> "ODEBlock":
-        """Change solve settings (solver, steps, grad, t0, t1, rtol, atol, max_steps, check_finite, grid).
+        """Change solve settings (solver, steps, grad, grad_options, t0, t1, rtol, atol, max_steps,
+        check_finite, grid, eta: the damping of solver alf).
 
         An adaptive solver or an explicit grid ignores `steps` here (the block keeps it for when a
         fixed solver on a uniform grid returns); `grid=None` goes back to steps or tolerances.
+        `grad_options` belong to the grad they came with: a new `grad` without them gets that
+        method's defaults.
         """
-        unknown = set(changes) - {"solver", "steps", "grad", "t0", "t1", "rtol", "atol", "max_steps", "check_finite", "grid"}
+        unknown = set(changes) - {
+            "solver", "steps", "grad", "grad_options", "t0", "t1", "rtol", "atol", "max_steps", "check_finite", "grid",
+            "eta",
+        }
         if unknown:
             raise ValueError(f"unknown ODEBlock settings {sorted(unknown)}")
-        settings = {"grid": None, **self.settings, **changes}
-        get_grad_method(settings["grad"])
-        plan_args = {k: v for k, v in settings.items() if k != "grad"}
+        if "grad" in changes and "grad_options" not in changes:
+            changes["grad_options"] = None
+        settings = {**self.settings, **changes}
+        settings.setdefault("grid", None)
+        settings["grad_options"] = dict(settings.get("grad_options") or {})
+        method = get_grad_method(settings["grad"], settings["grad_options"])
+        plan_args = {k: v for k, v in settings.items() if k not in ("grad", "grad_options")}
         if plan_args["grid"] is not None or get_tableau(settings["solver"]).adaptive:
             plan_args["steps"] = None
-        self.plan = make_plan(**plan_args)
-        self.settings = settings
+        plan = make_plan(**plan_args)
+        method.check_plan(plan)
+        self.plan, self.method, self.settings = plan, method, settings
         return self
 
     @property
@@ -62,8 +76,11 @@ class ODEBlock(nn.Module):
         return self.settings["grad"]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z1, self.last_info = solve(self.func, z, self.plan, self.grad)
+        z1, self.last_info = solve(self.func, z, self.plan, self.method)
         return z1
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.settings.items() if k != "check_finite" and not (k == "grid" and v is None))
+        hidden = {"check_finite"} | {k for k in ("grid", "grad_options") if not self.settings[k]}
+        if self.settings["solver"] != "alf":
+            hidden.add("eta")  # the damping of solver alf only
+        return ", ".join(f"{k}={v}" for k, v in self.settings.items() if k not in hidden)

@@ -11,11 +11,13 @@ forward left it.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
 
 from .stepping import SolvePlan, Trajectory, integrate
+from .tableaus import Tableau
 
 
 @dataclass
@@ -50,9 +52,38 @@ def trainable_parameters(func) -> tuple[torch.Tensor, ...]:
 
 
 class GradMethod:
-    """Base of every gradient method: `solve(func, z0, plan, info) -> z(t1)`."""
+    """Base of every gradient method: `solve(func, z0, plan, info) -> z(t1)`.
+
+    A method's options (`option_names`, defaults as class attributes, e.g. revolve's
+    `checkpoints`) are set by `configured(**options)`, which returns a checked copy: the
+    registry's instances keep the defaults.
+    """
 
     name: str
+    option_names: tuple[str, ...] = ()
+    runge_kutta_only = False  # steps a Butcher tableau itself (rk_step), so not solver alf
+
+    def configured(self, **options) -> "GradMethod":
+        unknown = sorted(set(options) - set(self.option_names))
+        if unknown:
+            choices = ", ".join(self.option_names) if self.option_names else "none"
+            raise ValueError(f"grad {self.name!r} has no option {', '.join(unknown)}; its options: {choices}")
+        method = copy.copy(self)
+        for key, value in options.items():
+            setattr(method, key, value)
+        method.check_options()
+        return method
+
+    def check_options(self) -> None:
+        """Raise ValueError for a bad option value."""
+
+    def check_plan(self, plan: SolvePlan) -> None:
+        """Raise ValueError if this method cannot run `plan` (e.g. a solver it does not support)."""
+        if self.runge_kutta_only and not isinstance(plan.tableau, Tableau):
+            raise ValueError(
+                f"grad {self.name!r} steps a Runge-Kutta tableau, not solver {plan.tableau.name!r}; "
+                f"use grad direct, adjoint, anode or mali with it"
+            )
 
     def solve(self, func: CountedFunc, z0: torch.Tensor, plan: SolvePlan, info: SolveInfo) -> torch.Tensor:
         raise NotImplementedError
@@ -66,6 +97,14 @@ class CheckpointMethod(GradMethod):
 
     record_states = False  # keep z at every accepted step (ACA)
     record_rng = False  # keep the RNG state of every step (recomputing methods)
+
+    def states_to_record(self, plan: SolvePlan):
+        """Which states z_i the forward keeps: True (all), False, or a set of step indices i."""
+        return self.record_states
+
+    def rng_to_record(self, plan: SolvePlan):
+        """At the start of which steps the forward keeps the RNG state: True, False or a set."""
+        return self.record_rng
 
     def solve(self, func, z0, plan, info):
         params = trainable_parameters(func.func)
@@ -89,18 +128,21 @@ def _record_forward(info: SolveInfo, func: CountedFunc, trajectory: Trajectory) 
 class _CheckpointedSolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z0, method, func, plan, info, *params):
-        z1, trajectory = integrate(func, z0, plan, record_states=method.record_states, record_rng=method.record_rng)
+        z1, trajectory = integrate(
+            func, z0, plan, record_states=method.states_to_record(plan), record_rng=method.rng_to_record(plan)
+        )
         _record_forward(info, func, trajectory)
         ctx.method, ctx.func, ctx.plan, ctx.info, ctx.params = method, func, plan, info, params
         ctx.rng_states = trajectory.rng_states
         ctx.ts = trajectory.ts
+        ctx.velocity = trajectory.velocity  # alf only: computed here under no_grad, never an input or output
         ctx.save_for_backward(z0, z1, *trajectory.states)
         return z1
 
     @staticmethod
     def backward(ctx, grad_z1):
         z0, z1, *states = ctx.saved_tensors
-        trajectory = Trajectory(ts=ctx.ts, states=states, rng_states=ctx.rng_states)
+        trajectory = Trajectory(ts=ctx.ts, states=states, rng_states=ctx.rng_states, velocity=ctx.velocity)
         func, info = ctx.func, ctx.info
         calls_before = func.calls
         buffers = list(func.func.buffers())

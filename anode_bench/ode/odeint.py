@@ -8,9 +8,14 @@ Argument rules (each violation is one ValueError that names the allowed values):
   one step of its propagating (higher-order) solution per interval, with no error control.
 - `grid` is a strictly increasing sequence of times from t0 to t1; with a grid, `steps` must
   be None.
+- `alf` (asynchronous leapfrog, alf.py) is a fixed-step solver with a damping `eta` in (0, 1],
+  eta != 0.5; eta is ignored by every other solver. It runs with grad direct, adjoint, anode and
+  mali; aca, revolve and symplectic step a Runge-Kutta tableau and refuse it (as mali refuses
+  every solver but alf).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -18,19 +23,34 @@ import torch
 
 from .aca import ACA
 from .adjoint import Adjoint
+from .alf import Leapfrog
 from .anode import Anode
 from .direct import Direct
+from .mali import Mali
 from .method import CountedFunc, GradMethod, SolveInfo
+from .revolve import Revolve
 from .stepping import SolvePlan
+from .symplectic import Symplectic
 from .tableaus import SOLVERS, get_tableau
 
-GRAD_METHODS: dict[str, GradMethod] = {m.name: m for m in (Direct(), Adjoint(), Anode(), ACA())}
+GRAD_METHODS: dict[str, GradMethod] = {
+    m.name: m for m in (Direct(), Adjoint(), Anode(), ACA(), Revolve(), Symplectic(), Mali())
+}
 
 
-def get_grad_method(grad: str) -> GradMethod:
+def get_grad_method(grad: str | GradMethod, options: dict | None = None) -> GradMethod:
+    """The named method with its options set (and checked); a GradMethod is returned as it is.
+
+    Options are a method's own settings (adjoint: norm; revolve: checkpoints), kept apart
+    from the solve plan because they change how the gradient is computed, not what is solved.
+    """
+    if isinstance(grad, GradMethod):
+        if options:
+            raise ValueError("give grad options with a grad name, not with a configured method")
+        return grad
     if grad not in GRAD_METHODS:
         raise ValueError(f"grad {grad!r} unknown; choose from {', '.join(GRAD_METHODS)}")
-    return GRAD_METHODS[grad]
+    return GRAD_METHODS[grad].configured(**(options or {}))
 
 
 def uniform_grid(t0: float, t1: float, steps: int) -> tuple[float, ...]:
@@ -49,9 +69,12 @@ def make_plan(
     atol: float = 1e-4,
     max_steps: int = 10000,
     check_finite: bool = True,
+    eta: float = 1.0,
 ) -> SolvePlan:
     """Validate the solver arguments and turn them into a SolvePlan."""
     tableau = get_tableau(solver)
+    if isinstance(tableau, Leapfrog):
+        tableau = dataclasses.replace(tableau, eta=eta).check()
     t0, t1 = float(t0), float(t1)
     if not (math.isfinite(t0) and math.isfinite(t1)) or t1 <= t0:
         raise ValueError(f"need finite t0 < t1, got t0={t0}, t1={t1}")
@@ -83,11 +106,15 @@ def make_plan(
     return SolvePlan(tableau, t0, t1, grid, float(rtol), float(atol), max_steps, check_finite)
 
 
-def solve(func, y0: torch.Tensor, plan: SolvePlan, grad: str = "direct") -> tuple[torch.Tensor, SolveInfo]:
-    """Integrate a validated plan with the named gradient method. Returns (y(t1), info)."""
+def solve(
+    func, y0: torch.Tensor, plan: SolvePlan, grad: str | GradMethod = "direct", grad_options: dict | None = None
+) -> tuple[torch.Tensor, SolveInfo]:
+    """Integrate a validated plan with a gradient method (a name plus options, or a configured
+    GradMethod). Returns (y(t1), info)."""
     if not isinstance(y0, torch.Tensor) or not y0.is_floating_point():
         raise ValueError(f"y0 must be a floating-point tensor, got {type(y0).__name__}")
-    method = get_grad_method(grad)
+    method = get_grad_method(grad, grad_options)
+    method.check_plan(plan)
     info = SolveInfo()
     y1 = method.solve(CountedFunc(func), y0, plan, info)
     return y1, info
@@ -108,6 +135,8 @@ def odeint(
     max_steps: int = 10000,
     return_info: bool = False,
     check_finite: bool = True,
+    grad_options: dict | None = None,
+    eta: float = 1.0,
 ):
     """Solve dy/dt = func(t, y) from t0 to t1 and return y(t1), or (y(t1), SolveInfo).
 
@@ -116,10 +145,13 @@ def odeint(
     that requires grad; func must not close over other tensors that require grad.
     `check_finite` makes a fixed-grid solve check its end state once (one host sync) and
     raise NonFiniteStateError; adaptive solves always check, at no extra cost.
+    `grad_options`: the gradient method's own settings, e.g. {"checkpoints": 3} for revolve,
+    {"norm": "seminorm"} for adjoint. `eta`: the damping of solver alf.
     """
-    get_grad_method(grad)
+    method = get_grad_method(grad, grad_options)
     plan = make_plan(
-        solver, t0=t0, t1=t1, steps=steps, grid=grid, rtol=rtol, atol=atol, max_steps=max_steps, check_finite=check_finite
+        solver, t0=t0, t1=t1, steps=steps, grid=grid, rtol=rtol, atol=atol, max_steps=max_steps,
+        check_finite=check_finite, eta=eta,
     )
-    y1, info = solve(func, y0, plan, grad)
+    y1, info = solve(func, y0, plan, method)
     return (y1, info) if return_info else y1

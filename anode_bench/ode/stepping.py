@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from .alf import Leapfrog, alf_step
 from .tableaus import Tableau
 
 SAFETY = 0.9
@@ -33,7 +34,7 @@ class MaxStepsError(RuntimeError):
 class SolvePlan:
     """What to integrate over: a fixed grid of times, or adaptive control from t0 to t1."""
 
-    tableau: Tableau
+    tableau: Tableau | Leapfrog  # a Leapfrog (solver alf) only with a grid
     t0: float
     t1: float
     grid: tuple[float, ...] | None  # None: adaptive control with rtol/atol
@@ -51,6 +52,7 @@ class Trajectory:
     states: list[torch.Tensor] = field(default_factory=list)  # z(ts[i]) for i < N, if recorded
     rng_states: list = field(default_factory=list)  # RNG state at the start of each step, if recorded
     n_rejected: int = 0
+    velocity: torch.Tensor | None = None  # alf: v at t1 (mali rebuilds the trajectory from (z, v) at t1)
 
 
 def combine(z: torch.Tensor, dt, coeffs, k: list[torch.Tensor]) -> torch.Tensor:
@@ -83,18 +85,22 @@ def error_ratio(err, z, z_next, rtol, atol) -> torch.Tensor:
     return rms(err / scale)
 
 
-def initial_step(func, tableau: Tableau, t0: float, z0, f0, rtol, atol, span: float, differentiable=False):
+def initial_step(
+    func, tableau: Tableau, t0: float, z0, f0, rtol, atol, span: float, differentiable=False, select=None
+):
     """Hairer, Norsett & Wanner (1993) II.4 starting step; one evaluation of f.
 
-    Returns |dt| as a 0-d tensor in the graph if `differentiable`, else as a float."""
+    Returns |dt| as a 0-d tensor in the graph if `differentiable`, else as a float.
+    `select(x)`: the part of a state the norms look at (the seminorm adjoint); default all of it."""
+    select = select or (lambda x: x)
     sign = _sign(span)
-    scale = atol + rtol * z0.abs()
-    d0, d1 = rms(z0 / scale), rms(f0 / scale)
+    scale = atol + rtol * select(z0).abs()
+    d0, d1 = rms(select(z0) / scale), rms(select(f0) / scale)
     h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1.clamp_min(1e-5))
     h0 = h0.clamp_max(abs(span))
     h0_step = h0 if differentiable else _value(h0)
     f1 = func(t0 + sign * h0_step, z0 + (sign * h0_step) * f0)
-    d2 = rms((f1 - f0) / scale) / h0
+    d2 = rms(select(f1 - f0) / scale) / h0
     d12 = torch.maximum(d1, d2)
     h1 = torch.where(
         d12 <= 1e-15,
@@ -122,16 +128,25 @@ def integrate(
     record_states: bool = False,
     record_rng: bool = False,
     differentiate_controller: bool = False,
+    norm_size: int | None = None,
 ):
     """Solve dz/dt = func(t, z) from plan.t0 to plan.t1. Returns (z(t1), Trajectory).
 
     Runs under whatever grad mode the caller set. `plan.t1 < plan.t0` integrates backwards
-    (the adjoint's reverse solve).
+    (the adjoint's reverse solve). `record_states` / `record_rng`: True keeps z_i / the RNG
+    state at the start of every step, a set of step indices i keeps those only (revolve's
+    snapshots). `norm_size`: adaptive error control (and the starting-step guess) looks at the
+    first norm_size entries of the flattened state only (the seminorm adjoint); None: all of it.
+    A Leapfrog plan (solver alf) runs the asynchronous leapfrog loop instead of the RK one.
     """
-    if plan.grid is not None:
+    if isinstance(plan.tableau, Leapfrog):
+        z1, trajectory = _integrate_alf(func, z0, plan, record_rng)
+    elif plan.grid is not None:
         z1, trajectory = _integrate_grid(func, z0, plan, record_states, record_rng)
     else:
-        z1, trajectory = _integrate_adaptive(func, z0, plan, record_states, record_rng, differentiate_controller)
+        z1, trajectory = _integrate_adaptive(
+            func, z0, plan, record_states, record_rng, differentiate_controller, norm_size
+        )
     if plan.check_finite and plan.grid is not None and not torch.isfinite(z1).all():
         raise NonFiniteStateError(
             f"ODE state became non-finite during a {plan.tableau.name} solve from t={plan.t0} to t={plan.t1} "
@@ -140,18 +155,40 @@ def integrate(
     return z1, trajectory
 
 
+def _keeps(record, i: int) -> bool:
+    """record: True (every step), False, or a set of step indices."""
+    return record is True or (record is not False and i in record)
+
+
 def _integrate_grid(func, z, plan: SolvePlan, record_states, record_rng):
     trajectory = Trajectory(ts=list(plan.grid))
-    for t, t_next in zip(plan.grid[:-1], plan.grid[1:]):
-        if record_states:
+    for i, (t, t_next) in enumerate(zip(plan.grid[:-1], plan.grid[1:])):
+        if _keeps(record_states, i):
             trajectory.states.append(z)
-        if record_rng:
+        if _keeps(record_rng, i):
             trajectory.rng_states.append(capture_rng(z.device))
         z, _, _ = rk_step(func, plan.tableau, t, t_next - t, z)
     return z, trajectory
 
 
-def _integrate_adaptive(func, z, plan: SolvePlan, record_states, record_rng, differentiate_controller):
+def _integrate_alf(func, z, plan: SolvePlan, record_rng):
+    """Asynchronous leapfrog on the grid: v_0 = f(t0, z0), then one alf_step per interval.
+    rng_states (if recorded): before v_0's evaluation, then at the start of every step."""
+    trajectory = Trajectory(ts=list(plan.grid))
+    if record_rng:
+        trajectory.rng_states.append(capture_rng(z.device))
+    v = func(plan.grid[0], z)
+    for t, t_next in zip(plan.grid[:-1], plan.grid[1:]):
+        if record_rng:
+            trajectory.rng_states.append(capture_rng(z.device))
+        z, v = alf_step(func, plan.tableau, t, t_next - t, z, v)
+    trajectory.velocity = v
+    return z, trajectory
+
+
+def _integrate_adaptive(
+    func, z, plan: SolvePlan, record_states, record_rng, differentiate_controller, norm_size=None
+):
     """Error-controlled solve. Rejected attempts reuse k1; FSAL tableaus reuse the last stage.
 
     With `differentiate_controller` the step sizes stay in the autograd graph (the `direct`
@@ -160,12 +197,15 @@ def _integrate_adaptive(func, z, plan: SolvePlan, record_states, record_rng, dif
     tableau, t_end = plan.tableau, plan.t1
     direction = _sign(plan.t1 - plan.t0)
     exponent = -1.0 / (min(tableau.order, tableau.low_order) + 1)
+    select = None if norm_size is None else (lambda x: x.reshape(-1)[:norm_size])
     k1 = func(plan.t0, z)
-    dt = initial_step(func, tableau, plan.t0, z, k1, plan.rtol, plan.atol, plan.t1 - plan.t0, differentiate_controller)
+    dt = initial_step(
+        func, tableau, plan.t0, z, k1, plan.rtol, plan.atol, plan.t1 - plan.t0, differentiate_controller, select
+    )
     t, t_val = plan.t0, plan.t0  # t: in the graph when differentiating the controller; t_val: its float value
     trajectory = Trajectory(ts=[plan.t0])
     attempts = 0
-    rng_state = capture_rng(z.device) if record_rng else None
+    rng_state = capture_rng(z.device) if _keeps(record_rng, 0) else None
     while direction * (t_end - t_val) > 0:
         if attempts >= plan.max_steps:
             raise MaxStepsError(
@@ -185,7 +225,10 @@ def _integrate_adaptive(func, z, plan: SolvePlan, record_states, record_rng, dif
         if t_next_val == t_val:
             raise MaxStepsError(f"{tableau.name}: step size underflow at t={t_val:.17g}; the ODE is too stiff for rtol={plan.rtol}, atol={plan.atol}")
         z_next, err, k = rk_step(func, tableau, t, step_dt, z, k1=k1, with_error=True)
-        ratio = error_ratio(err, z, z_next, plan.rtol, plan.atol)
+        if select is None:
+            ratio = error_ratio(err, z, z_next, plan.rtol, plan.atol)
+        else:
+            ratio = error_ratio(select(err), select(z), select(z_next), plan.rtol, plan.atol)
         ratio_val = _value(ratio)  # the one host read-back per attempted step
         if ratio_val != ratio_val or ratio_val == float("inf"):
             raise NonFiniteStateError(
@@ -198,10 +241,12 @@ def _integrate_adaptive(func, z, plan: SolvePlan, record_states, record_rng, dif
             trajectory.n_rejected += 1
             k1 = k[0]
             continue
-        if record_states:
+        step = len(trajectory.ts) - 1
+        if _keeps(record_states, step):
             trajectory.states.append(z)
-        if record_rng:
+        if _keeps(record_rng, step):
             trajectory.rng_states.append(rng_state)
+        if _keeps(record_rng, step + 1):
             rng_state = capture_rng(z.device)
         z, t, t_val = z_next, t_next, t_next_val
         trajectory.ts.append(t_next_val)

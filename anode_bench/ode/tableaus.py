@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+from .alf import ALF, Leapfrog
+
 
 @dataclass(frozen=True)
 class Tableau:
@@ -114,10 +116,15 @@ DOPRI5 = Tableau.make(
     low_order=4,
 )
 
+# The Runge-Kutta solvers. `alf` (asynchronous leapfrog, for `mali`) is not a tableau: it lives in
+# alf.py, and get_tableau / make_plan know it too.
 SOLVERS: dict[str, Tableau] = {t.name: t for t in (EULER, MIDPOINT, HEUN, RK4, HEUN_EULER, BOSH3, DOPRI5)}
 
 
-def get_tableau(solver: str) -> Tableau:
+def get_tableau(solver: str) -> Tableau | Leapfrog:
+    """The tableau of an RK solver, or the ALF scheme (with the default damping) for `alf`."""
+    if solver == ALF.name:
+        return ALF
     if solver not in SOLVERS:
-        raise ValueError(f"solver {solver!r} unknown; choose from {', '.join(SOLVERS)}")
+        raise ValueError(f"solver {solver!r} unknown; choose from {', '.join(SOLVERS)}, {ALF.name}")
     return SOLVERS[solver]

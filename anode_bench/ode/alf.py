@@ -1,0 +1,59 @@
+"""`alf`: the asynchronous leapfrog integrator of MALI (Zhuang, Dvornek, Tatikonda & Duncan, ICLR 2021).
+
+Not a Runge-Kutta method: the state is the pair (z, v), v an estimate of dz/dt, started at
+v_0 = f(t_0, z_0). One step from (t, z, v) with step h and damping η:
+
+    z_half = z + (h/2) v
+    u      = f(t + h/2, z_half)
+    v_next = v + 2η (u - v)
+    z_next = z_half + (h/2) v_next
+
+η = 1 is the undamped ALF (v_next = 2u - v), second order; η < 1 damps the v oscillation.
+The step is invertible in closed form for η ≠ 1/2, with one evaluation of f:
+
+    z_half = z_next - (h/2) v_next,   u = f(t + h/2, z_half),
+    v = (v_next - 2η u) / (1 - 2η),   z = z_half - (h/2) v,
+
+which is what lets `mali` rebuild the trajectory backwards instead of storing it.
+NFE: N + 1 for N steps (one per step, plus v_0). Fixed grids only (steps = N_t or a grid).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Leapfrog:
+    """The ALF scheme as solver data (the counterpart of a Tableau); `eta` is the damping η."""
+
+    name: str = "alf"
+    order: int = 2
+    eta: float = 1.0
+    adaptive: bool = False
+
+    def check(self) -> "Leapfrog":
+        eta = self.eta
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (0 < eta <= 1) or eta == 0.5:
+            raise ValueError(
+                f"solver alf needs a damping eta in (0, 1], not 0.5 (the step is not invertible there), got {eta!r}"
+            )
+        return self
+
+
+ALF = Leapfrog()
+
+
+def alf_step(func, scheme: Leapfrog, t, h, z, v):
+    """(z_next, v_next) of one ALF step from (t, z, v); one evaluation of f."""
+    z_half = z + (h / 2) * v
+    u = func(t + h / 2, z_half)
+    v_next = v + (2 * scheme.eta) * (u - v)
+    return z_half + (h / 2) * v_next, v_next
+
+
+def alf_inverse(func, scheme: Leapfrog, t, h, z_next, v_next):
+    """(z, v) with alf_step(t, h, z, v) = (z_next, v_next), up to rounding; one evaluation of f."""
+    z_half = z_next - (h / 2) * v_next
+    u = func(t + h / 2, z_half)
+    v = (v_next - (2 * scheme.eta) * u) / (1 - 2 * scheme.eta)
+    return z_half - (h / 2) * v, v

@@ -1,0 +1,358 @@
+"""The later gradient methods (issue 9), held to the checks the core methods pass.
+
+- revolve (binomial checkpointing) and symplectic (symplectic adjoint) compute the exact gradient
+  of the discrete network: equal to direct backprop, BatchNorm statistics and dropout included;
+- revolve advances exactly Griewank's minimum T(N, K) and keeps O(K) states, not O(N);
+- symplectic keeps aca's N states but the graph of one f evaluation, not of a whole step;
+- mali rebuilds the asynchronous leapfrog trajectory backwards: direct's gradient through solver
+  alf, with memory constant in N_t;
+- the seminorm adjoint takes fewer reverse steps than the full-norm adjoint on adaptive solvers.
+"""
+import copy
+from functools import lru_cache
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from problems import ConvBNReLU, TanhMLP, random_linear_ode, relative_error
+from test_solvers import log_slope
+
+from anode_bench.metrics import peak_memory_mib
+from anode_bench.ode import GRAD_METHODS, SOLVERS, ODEBlock, odeint
+from anode_bench.ode.revolve import advances, sweep_snapshots
+from anode_bench.train import CONFIG_DIR, ode_settings
+
+FIXED = [name for name, tab in SOLVERS.items() if not tab.adaptive]
+ADAPTIVE = [name for name, tab in SOLVERS.items() if tab.adaptive]
+EXACT = [("revolve", {"checkpoints": 1}), ("revolve", {"checkpoints": 2}), ("symplectic", {})]
+EXACT_IDS = ["revolve-K1", "revolve-K2", "symplectic"]
+
+
+def gradient(func, y0, grad, seed=0, **solve_args):
+    """Flattened [dL/dy0, dL/dθ...] for L = sum(y1 * cos(y1)) on a copy of func; plus info and the copy."""
+    func = copy.deepcopy(func)
+    y0 = y0.clone().requires_grad_()
+    torch.manual_seed(seed)
+    y1, info = odeint(func, y0, grad=grad, return_info=True, **solve_args)
+    (y1 * torch.cos(y1)).sum().backward()
+    flat = torch.cat([y0.grad.reshape(-1)] + [p.grad.reshape(-1) for p in func.parameters()])
+    return flat, info, func
+
+
+def conv_problem(dropout=0.0):
+    return ConvBNReLU(channels=4, dropout=dropout).double().train(), torch.randn(3, 4, 6, 6, dtype=torch.float64)
+
+
+def assert_same_buffers(func, other):
+    for (name, buffer), other_buffer in zip(func.named_buffers(), other.buffers()):
+        assert torch.equal(buffer, other_buffer), name
+
+
+# exactness
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("solver", FIXED)
+@pytest.mark.parametrize("grad, options", EXACT, ids=EXACT_IDS)
+def test_gradient_equals_direct_on_fixed_grids(grad, options, solver, steps):
+    func, y0 = conv_problem()
+    reference, _, ref_func = gradient(func, y0, "direct", solver=solver, steps=steps)
+    result, _, result_func = gradient(func, y0, grad, solver=solver, steps=steps, grad_options=options)
+    assert relative_error(result, reference) <= 1e-10
+    assert_same_buffers(ref_func, result_func)  # BatchNorm statistics updated once, as by direct
+
+
+@pytest.mark.parametrize("checkpoints", [1, 2, 3, 12])
+def test_revolve_equals_direct_on_a_long_schedule(checkpoints):
+    """N_t = 11 with K = 1, 2, 3 snapshots recurses several levels; K = 12 stores every state."""
+    func, y0 = conv_problem()
+    reference, _, ref_func = gradient(func, y0, "direct", solver="heun", steps=11)
+    result, _, result_func = gradient(func, y0, "revolve", solver="heun", steps=11, grad_options={"checkpoints": checkpoints})
+    assert relative_error(result, reference) <= 1e-10
+    assert_same_buffers(ref_func, result_func)
+
+
+@pytest.mark.parametrize("solver", ADAPTIVE)
+@pytest.mark.parametrize("grad, options", EXACT[1:], ids=EXACT_IDS[1:])
+def test_gradient_on_adaptive_solver_equals_direct_on_accepted_grid(grad, options, solver):
+    func, y0 = conv_problem()
+    result, info, _ = gradient(func, y0, grad, solver=solver, rtol=1e-3, atol=1e-5, grad_options=options)
+    assert len(info.ts) > 3  # several accepted steps, so revolve's schedule recomputes
+    reference, _, _ = gradient(func, y0, "direct", solver=solver, grid=info.ts)
+    assert relative_error(result, reference) <= 1e-10
+
+
+@pytest.mark.parametrize("solver, steps", [("midpoint", 3), ("rk4", 7)])
+@pytest.mark.parametrize("grad, options", EXACT, ids=EXACT_IDS)
+def test_recompute_replays_the_forward_random_numbers(grad, options, solver, steps):
+    """revolve keeps the RNG state at snapshots only; symplectic replays each stage's draw."""
+    func, y0 = conv_problem(dropout=0.3)
+    reference, _, _ = gradient(func, y0, "direct", seed=7, solver=solver, steps=steps)
+    result, _, _ = gradient(func, y0, grad, seed=7, solver=solver, steps=steps, grad_options=options)
+    assert relative_error(result, reference) <= 1e-10
+
+
+def test_symplectic_handles_tableaus_with_zero_weights():
+    """midpoint (b = 0, 1) and dopri5 (b_2 = 0) have stages the b-scaled adjoint must not divide by."""
+    assert SOLVERS["midpoint"].b[0] == 0.0 and SOLVERS["dopri5"].b[1] == 0.0
+    func, y0 = conv_problem()
+    grid = [0.0, 0.2, 0.55, 1.0]
+    for solver in ("midpoint", "dopri5"):
+        reference, _, _ = gradient(func, y0, "direct", solver=solver, grid=grid)
+        result, _, _ = gradient(func, y0, "symplectic", solver=solver, grid=grid)
+        assert relative_error(result, reference) <= 1e-10
+
+
+@pytest.mark.parametrize("eta", [1.0, 0.8])
+@pytest.mark.parametrize("steps", [1, 3])
+def test_mali_gradient_equals_direct_through_alf(steps, eta):
+    """The inverse ALF step is exact up to rounding (seen: <= 1e-15 at N_t <= 32 for eta = 1 and 0.9;
+    eta = 0.7 amplifies the inverse's rounding by 1/|1 - 2 eta| = 2.5 per step: 4e-7 at N_t = 32)."""
+    func, y0 = conv_problem()
+    reference, _, ref_func = gradient(func, y0, "direct", solver="alf", steps=steps, eta=eta)
+    result, _, result_func = gradient(func, y0, "mali", solver="alf", steps=steps, eta=eta)
+    assert relative_error(result, reference) <= 1e-10
+    assert_same_buffers(ref_func, result_func)
+
+
+def test_mali_replays_the_forward_random_numbers():
+    func, y0 = conv_problem(dropout=0.3)
+    reference, _, _ = gradient(func, y0, "direct", seed=7, solver="alf", steps=8)
+    result, _, _ = gradient(func, y0, "mali", seed=7, solver="alf", steps=8)
+    assert relative_error(result, reference) <= 1e-10
+
+
+def test_alf_converges_at_second_order_undamped():
+    ode = random_linear_ode()
+    y0 = torch.randn(3, 4, dtype=torch.float64)
+    exact = ode.exact(y0, 0.0, 1.0)
+    steps = [8, 16, 32, 64]
+    with torch.no_grad():
+        errors = [float((odeint(ode, y0, solver="alf", steps=n) - exact).norm()) for n in steps]
+    assert abs(-log_slope(steps, errors) - 2) < 0.3, errors
+
+
+# NFE
+
+
+@lru_cache(maxsize=None)
+def fewest_advances(steps, snapshots):
+    """Brute force over every first-snapshot position: the minimum that T(N, K) claims."""
+    if steps == 1:
+        return 0
+    if snapshots == 1:
+        return steps * (steps - 1) // 2
+    return min(m + fewest_advances(m, snapshots) + fewest_advances(steps - m, snapshots - 1) for m in range(1, steps))
+
+
+def test_revolve_advance_count_is_the_binomial_minimum():
+    for snapshots in range(1, 6):
+        for steps in range(1, 40):
+            assert advances(steps, snapshots) == fewest_advances(steps, snapshots), (steps, snapshots)
+            kept = sweep_snapshots(steps, snapshots)
+            assert len(kept) <= snapshots and all(0 < i < steps for i in kept)
+    assert advances(10, 1) == 45 and advances(10, 9) == 9
+    assert advances(252, 5) == 5 * 252 - 210  # N = C(10, 5) = 252: r = 5, T = r·N - C(10, 4)
+
+
+def test_revolve_backward_nfe_is_stages_times_advances_plus_one_on_fixed_grids():
+    """The forward's sweep already did N - 1 of the T(N, K) advances: backward = s·(T - (N - 1) + N)."""
+    func, y0 = conv_problem()
+    for solver, max_steps in (("euler", 10), ("rk4", 6)):
+        stages = SOLVERS[solver].solution_stages
+        for steps in range(1, max_steps + 1):
+            for checkpoints in range(1, 5):
+                _, info, _ = gradient(func, y0, "revolve", solver=solver, steps=steps, grad_options={"checkpoints": checkpoints})
+                assert info.nfe_forward == stages * steps
+                assert info.nfe_backward == stages * (advances(steps, checkpoints) + 1), (solver, steps, checkpoints)
+
+
+@pytest.mark.parametrize("solver", ADAPTIVE)
+def test_nfe_backward_on_adaptive_solvers(solver):
+    """revolve runs the whole schedule on the accepted grid: s'·(T(N, K) + N); symplectic (2s' - 1)·N."""
+    stages = SOLVERS[solver].solution_stages
+    func, y0 = conv_problem()
+    _, info, _ = gradient(func, y0, "revolve", solver=solver, rtol=1e-3, atol=1e-5, grad_options={"checkpoints": 2})
+    accepted = len(info.ts) - 1
+    assert accepted > 3 and info.nfe_backward == stages * (advances(accepted, 2) + accepted)
+    _, info, _ = gradient(func, y0, "symplectic", solver=solver, rtol=1e-3, atol=1e-5)
+    assert info.nfe_backward == (2 * stages - 1) * (len(info.ts) - 1)
+
+
+def test_mali_nfe_is_steps_plus_one_forward_and_twice_the_steps_backward():
+    """forward: v_0 = f(t0, z0) plus one evaluation per step; backward: an inverse and a rebuilt
+    step for steps N-1..1, and v_0 plus step 0 from the stored input."""
+    func, y0 = conv_problem()
+    for steps in range(1, 6):
+        _, info, _ = gradient(func, y0, "mali", solver="alf", steps=steps)
+        assert (info.nfe_forward, info.nfe_backward) == (steps + 1, 2 * steps)
+
+
+# memory
+
+
+def training_step_peak_mib(grad, steps, solver="rk4", **options):
+    torch.manual_seed(0)
+    blocks = torch.nn.Sequential(
+        *[ODEBlock(ConvBNReLU(16), solver=solver, steps=1, grad=grad, grad_options=options) for _ in range(4)]
+    )
+    x = torch.randn(8, 16, 16, 16)
+
+    def step():
+        blocks(x).square().sum().backward()
+
+    step()  # warm-up (one step is enough): parameter gradients exist before the measured step
+    for block in blocks:
+        block.configure(steps=steps)
+    return peak_memory_mib(step)
+
+
+STATE_MIB = 8 * 16 * 16 * 16 * 4 / 2**20  # one state z of the blocks above, float32
+
+
+@pytest.fixture(scope="module")
+def peaks():
+    """Seen (MiB, |z| = 0.125), N_t = 4, 12: aca 5.7, 9.9; symplectic 4.2, 8.3; revolve 5.2, 5.5;
+    mali (alf) 1.7, 1.7; direct at N_t = 1: 8.8."""
+    runs = [("direct", 1, {}), ("aca", 4, {}), ("aca", 12, {}), ("symplectic", 4, {}), ("symplectic", 12, {}),
+            ("revolve", 4, {"checkpoints": 2}), ("revolve", 12, {"checkpoints": 2}),
+            ("mali", 4, {"solver": "alf"}), ("mali", 12, {"solver": "alf"})]
+    result = {(grad, steps): training_step_peak_mib(grad, steps, **options) for grad, steps, options in runs}
+    print(f"\n4 blocks, |z| = {STATE_MIB:.3f} MiB, rk4 (mali: alf); training-step peak MiB: {result}")
+    return result
+
+
+def test_revolve_memory_does_not_grow_with_steps(peaks):
+    """4 blocks: aca keeps one more state per step and block; revolve (K = 2) at most 2K states per block."""
+    aca_growth = peaks["aca", 12] - peaks["aca", 4]
+    revolve_growth = peaks["revolve", 12] - peaks["revolve", 4]
+    assert aca_growth > 0.9 * 4 * 8 * STATE_MIB, peaks
+    assert revolve_growth < 0.15 * aca_growth, peaks
+
+
+def test_mali_memory_is_constant_in_steps(peaks):
+    """mali keeps (z, v) at t1 only and rebuilds the rest: no state per step (only the RNG state,
+    5 KiB per step, for stochastic layers): less than one state per block over 8 more steps."""
+    assert peaks["mali", 12] - peaks["mali", 4] < 4 * STATE_MIB, peaks
+
+
+def test_symplectic_holds_one_evaluation_graph_instead_of_a_step(peaks):
+    """Same N states as aca, but the graph of one f evaluation instead of s (rk4: 4) at a time."""
+    one_evaluation_graph = peaks["direct", 1] / (4 * 4)  # direct, N_t = 1: the graphs of 4 blocks x 4 stages
+    for steps in (4, 12):
+        assert peaks["aca", steps] - peaks["symplectic", steps] > one_evaluation_graph, peaks
+    symplectic_growth = peaks["symplectic", 12] - peaks["symplectic", 4]
+    assert symplectic_growth > 0.9 * 4 * 8 * STATE_MIB, peaks  # it still keeps every step's state
+
+
+# seminorm adjoint
+
+
+@pytest.mark.parametrize("solver, tol", [("heun_euler", 1e-3), ("bosh3", 1e-4), ("dopri5", 1e-4)])
+def test_seminorm_adjoint_takes_fewer_backward_evaluations(solver, tol):
+    """Kidger, Chen & Lyons (2021): the parameter-gradient channels out of the reverse solve's error
+    norm. f = conv-BN-ReLU-conv-BN (train mode), rtol = atol = tol; backward NFE full -> seminorm
+    seen over 6 seeds: heun_euler 284..347 -> 89..127, bosh3 713..821 -> 200..329, dopri5 194..302 -> 74..146."""
+    func, y0 = conv_problem()
+    infos = {}
+    for norm in ("full", "seminorm"):
+        _, infos[norm], _ = gradient(func, y0, "adjoint", solver=solver, rtol=tol, atol=tol, grad_options={"norm": norm})
+    full, semi = infos["full"], infos["seminorm"]
+    print(f"\n{solver} rtol {tol:g}: backward NFE full {full.nfe_backward}, seminorm {semi.nfe_backward} "
+          f"({1 - semi.nfe_backward / full.nfe_backward:.0%} fewer)")
+    assert semi.nfe_forward == full.nfe_forward and semi.ts == full.ts  # the same forward solve
+    assert semi.nfe_backward < 0.8 * full.nfe_backward
+
+
+@pytest.mark.parametrize("solver", ADAPTIVE)
+def test_seminorm_adjoint_is_as_accurate_for_smooth_f(solver):
+    """tanh MLP, rtol = atol = 1e-5: both norms give the continuous gradient to within 10·rtol
+    (seen: full 2e-7..3e-6, seminorm 1e-6..1.3e-5), the seminorm with no more evaluations."""
+    func, y0 = TanhMLP().double(), torch.randn(5, 6, dtype=torch.float64)
+    continuous, _, _ = gradient(func, y0, "direct", solver="rk4", steps=200)
+    nfe = {}
+    for norm in ("full", "seminorm"):
+        result, info, _ = gradient(func, y0, "adjoint", solver=solver, rtol=1e-5, atol=1e-5, grad_options={"norm": norm})
+        nfe[norm] = info.nfe_backward
+        assert relative_error(result, continuous) < 1e-4, norm
+    assert nfe["seminorm"] <= nfe["full"]
+
+
+def test_seminorm_changes_nothing_on_a_grid():
+    func, y0 = conv_problem()
+    full, _, _ = gradient(func, y0, "adjoint", solver="rk4", steps=3, grad_options={"norm": "full"})
+    semi, _, _ = gradient(func, y0, "adjoint", solver="rk4", steps=3, grad_options={"norm": "seminorm"})
+    assert torch.equal(full, semi)
+
+
+# options and configs
+
+
+@pytest.mark.parametrize(
+    "grad, options, message",
+    [
+        ("revolve", {"checkpoints": 0}, "grad.checkpoints must be an integer >= 1 (snapshots, z(t0) included), got 0"),
+        ("revolve", {"checkpoints": 2.5}, "grad.checkpoints must be an integer >= 1"),
+        ("adjoint", {"norm": "l2"}, "grad.norm 'l2' unknown; choose from full, seminorm"),
+        ("aca", {"checkpoints": 3}, "grad 'aca' has no option checkpoints; its options: none"),
+        ("revolve", {"norm": "seminorm"}, "grad 'revolve' has no option norm; its options: checkpoints"),
+    ],
+)
+def test_bad_grad_options_raise_one_clear_error(grad, options, message):
+    with pytest.raises(ValueError) as error:
+        odeint(ConvBNReLU(), torch.ones(1, 4, 3, 3), steps=2, grad=grad, grad_options=options)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "solve_args, message",
+    [
+        (dict(grad="mali", solver="rk4", steps=2), "grad 'mali' inverts the asynchronous leapfrog step: it needs solver alf, not 'rk4'"),
+        (dict(grad="aca", solver="alf", steps=2), "grad 'aca' steps a Runge-Kutta tableau, not solver 'alf'"),
+        (dict(grad="revolve", solver="alf", steps=2), "grad 'revolve' steps a Runge-Kutta tableau, not solver 'alf'"),
+        (dict(grad="symplectic", solver="alf", steps=2), "grad 'symplectic' steps a Runge-Kutta tableau, not solver 'alf'"),
+        (dict(solver="alf", steps=2, eta=0.5), "solver alf needs a damping eta in (0, 1], not 0.5"),
+        (dict(solver="alf", steps=2, eta=1.5), "solver alf needs a damping eta in (0, 1]"),
+        (dict(solver="alf"), "fixed-step solver 'alf' needs steps"),
+    ],
+)
+def test_solver_and_method_mismatch_raises_one_clear_error(solve_args, message):
+    with pytest.raises(ValueError) as error:
+        odeint(ConvBNReLU(), torch.ones(1, 4, 3, 3), **solve_args)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_grad_options_belong_to_their_grad():
+    block = ODEBlock(ConvBNReLU(), solver="rk4", steps=5, grad="revolve", grad_options={"checkpoints": 2})
+    assert block.method.checkpoints == 2 and GRAD_METHODS["revolve"].checkpoints == 4  # the registry keeps defaults
+    with pytest.raises(ValueError, match="grad 'aca' has no option checkpoints"):
+        block.configure(grad="aca", grad_options={"checkpoints": 2})
+    assert block.method.name == "revolve" and block.method.checkpoints == 2  # a refused change leaves the block
+    block.configure(steps=6)
+    assert block.method.checkpoints == 2  # other settings keep the options
+    block.configure(grad="aca")
+    assert block.method.name == "aca" and block.settings["grad_options"] == {}
+
+
+def composed(overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, option, value",
+    [
+        (["grad=revolve", "grad.checkpoints=3"], "checkpoints", 3),
+        (["grad=adjoint", "grad.norm=seminorm", "solver=dopri5"], "norm", "seminorm"),
+    ],
+)
+def test_grad_config_keys_reach_the_method(overrides, option, value):
+    block = ODEBlock(ConvBNReLU(), **ode_settings(composed(overrides)))
+    assert getattr(block.method, option) == value
+
+
+def test_grad_mali_selects_solver_alf_unless_a_solver_is_given():
+    block = ODEBlock(ConvBNReLU(), **ode_settings(composed(["grad=mali", "solver.eta=0.9"])))
+    assert block.plan.tableau.name == "alf" and block.plan.tableau.eta == 0.9 and block.method.name == "mali"
+    with pytest.raises(ValueError, match="needs solver alf, not 'rk4'"):
+        ODEBlock(ConvBNReLU(), **ode_settings(composed(["grad=mali", "solver=rk4"])))
