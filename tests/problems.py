@@ -1,8 +1,12 @@
 """Test problems: closed-form linear ODEs and the networks f the papers integrate."""
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
+
+from anode_bench.ode import odeint
 
 
 class LinearODE(nn.Module):
@@ -58,3 +62,18 @@ class TanhMLP(nn.Module):
 
 def relative_error(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x - ref).norm() / ref.norm())
+
+
+def gradient(func, y0, grad, seed=0, **solve_args):
+    """Flattened [dL/dy0, dL/dθ...] for L = sum(y1 * cos(y1)) on a copy of func; plus info and the copy."""
+    func = copy.deepcopy(func)
+    y0 = y0.clone().requires_grad_()
+    torch.manual_seed(seed)
+    y1, info = odeint(func, y0, grad=grad, return_info=True, **solve_args)
+    (y1 * torch.cos(y1)).sum().backward()
+    flat = torch.cat([y0.grad.reshape(-1)] + [p.grad.reshape(-1) for p in func.parameters()])
+    return flat, info, func
+
+
+def conv_problem(dropout=0.0):
+    return ConvBNReLU(channels=4, dropout=dropout).double().train(), torch.randn(3, 4, 6, 6, dtype=torch.float64)

@@ -6,11 +6,10 @@
   f, and is far off for conv-BN-ReLU at small N_t.
 - no method changes BatchNorm running statistics or the RNG differently from a plain forward.
 """
-import copy
 
 import pytest
 import torch
-from problems import ConvBNReLU, TanhMLP, relative_error
+from problems import TanhMLP, conv_problem, gradient, relative_error
 from test_solvers import log_slope
 
 from anode_bench.ode import GRAD_METHODS, SOLVERS, odeint
@@ -21,20 +20,6 @@ ADAPTIVE = [name for name, tab in SOLVERS.items() if tab.adaptive]
 EXACT = ["anode", "aca"]
 SOLVER_OF = {"mali": "alf"}  # mali runs solver alf only; the other methods run the RK solvers
 
-
-def gradient(func, y0, grad, seed=0, **solve_args):
-    """Flattened [dL/dy0, dL/dθ...] for L = sum(y1 * cos(y1)) on a copy of func; plus info and the copy."""
-    func = copy.deepcopy(func)
-    y0 = y0.clone().requires_grad_()
-    torch.manual_seed(seed)
-    y1, info = odeint(func, y0, grad=grad, return_info=True, **solve_args)
-    (y1 * torch.cos(y1)).sum().backward()
-    flat = torch.cat([y0.grad.reshape(-1)] + [p.grad.reshape(-1) for p in func.parameters()])
-    return flat, info, func
-
-
-def conv_problem(dropout=0.0):
-    return ConvBNReLU(channels=4, dropout=dropout).double().train(), torch.randn(3, 4, 6, 6, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("steps", [1, 3])

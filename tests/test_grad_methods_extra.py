@@ -8,13 +8,12 @@
   alf, with memory constant in N_t;
 - the seminorm adjoint takes fewer reverse steps than the full-norm adjoint on adaptive solvers.
 """
-import copy
 from functools import lru_cache
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from problems import ConvBNReLU, TanhMLP, random_linear_ode, relative_error
+from problems import ConvBNReLU, TanhMLP, conv_problem, gradient, random_linear_ode, relative_error
 from test_solvers import log_slope
 
 from anode_bench.metrics import peak_memory_mib
@@ -27,20 +26,6 @@ ADAPTIVE = [name for name, tab in SOLVERS.items() if tab.adaptive]
 EXACT = [("revolve", {"checkpoints": 1}), ("revolve", {"checkpoints": 2}), ("symplectic", {})]
 EXACT_IDS = ["revolve-K1", "revolve-K2", "symplectic"]
 
-
-def gradient(func, y0, grad, seed=0, **solve_args):
-    """Flattened [dL/dy0, dL/dθ...] for L = sum(y1 * cos(y1)) on a copy of func; plus info and the copy."""
-    func = copy.deepcopy(func)
-    y0 = y0.clone().requires_grad_()
-    torch.manual_seed(seed)
-    y1, info = odeint(func, y0, grad=grad, return_info=True, **solve_args)
-    (y1 * torch.cos(y1)).sum().backward()
-    flat = torch.cat([y0.grad.reshape(-1)] + [p.grad.reshape(-1) for p in func.parameters()])
-    return flat, info, func
-
-
-def conv_problem(dropout=0.0):
-    return ConvBNReLU(channels=4, dropout=dropout).double().train(), torch.randn(3, 4, 6, 6, dtype=torch.float64)
 
 
 def assert_same_buffers(func, other):
