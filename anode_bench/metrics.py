@@ -67,7 +67,8 @@ def _compare(grads: dict, reference: dict, names) -> tuple[float, float]:
     return float(rel), float(cosine)
 
 
-def gradient_error(model, images, labels, *, reference: str = "discrete", fine_factor: int = 8) -> dict[str, float]:
+def gradient_error(model, images, labels, *, reference: str = "discrete", fine_factor: int = 8,
+                   cache: dict | None = None) -> dict[str, float]:
     """Error of the model's gradient (its own grad method and dtype) against float64 `direct`.
 
     g = dL/dθ of cross-entropy on (images, labels) as the model computes it; g_ref the same
@@ -77,6 +78,10 @@ def gradient_error(model, images, labels, *, reference: str = "discrete", fine_f
     BatchNorm stays in train mode. The model, its buffers and the RNG are left untouched (the
     work runs on copies, both from the same RNG state). Returns grad_error/rel_l2,
     grad_error/cosine and grad_error/block_<i> (relative L2 over ODE block i's parameters).
+
+    `cache`: a dict kept by the caller across calls with the same weights and batch (anode-gradcheck
+    compares every gradient method against one reference): g_ref is reused when the reference kind,
+    fine_factor and every block's solver and accepted grid are the same as an earlier call's.
     """
     if reference not in ("discrete", "fine"):
         raise ValueError(f"grad_check.reference {reference!r} unknown; choose from discrete, fine")
@@ -85,17 +90,13 @@ def gradient_error(model, images, labels, *, reference: str = "discrete", fine_f
         rng = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
         probe = copy.deepcopy(model)
         grads = _model_gradient(probe, images, labels)
-        exact = copy.deepcopy(model).double()
-        for block, probe_block in zip(exact.ode_blocks, probe.ode_blocks):
-            grid = probe_block.last_info.ts
-            if reference == "discrete":
-                block.configure(grad="direct", grid=grid)
-            else:
-                block.configure(grad="direct", solver="rk4", grid=None, steps=fine_factor * (len(grid) - 1))
-        torch.set_rng_state(rng[0])
-        for d, state in zip(devices, rng[1]):
-            torch.cuda.set_rng_state(state, d)
-        reference_grads = _model_gradient(exact, images.double(), labels)
+        key = (reference, fine_factor, tuple((block.settings["solver"], tuple(block.last_info.ts)) for block in probe.ode_blocks))
+        if cache is not None and key in cache:
+            reference_grads = cache[key]
+        else:
+            reference_grads = _reference_gradient(model, probe, images, labels, reference, fine_factor, rng, devices)
+            if cache is not None:
+                cache[key] = reference_grads
     rel, cosine = _compare(grads, reference_grads, list(grads))
     result = {"grad_error/rel_l2": rel, "grad_error/cosine": cosine}
     block_names = _ode_block_prefixes(model)
@@ -104,6 +105,21 @@ def gradient_error(model, images, labels, *, reference: str = "discrete", fine_f
         if names:
             result[f"grad_error/block_{i}"] = _compare(grads, reference_grads, names)[0]
     return result
+
+
+def _reference_gradient(model, probe, images, labels, reference, fine_factor, rng, devices) -> dict:
+    """float64 `direct` gradient of a copy of model on the grids the probe accepted (or rk4, fine)."""
+    exact = copy.deepcopy(model).double()
+    for block, probe_block in zip(exact.ode_blocks, probe.ode_blocks):
+        grid = probe_block.last_info.ts
+        if reference == "discrete":
+            block.configure(grad="direct", grid=grid)
+        else:
+            block.configure(grad="direct", solver="rk4", grid=None, steps=fine_factor * (len(grid) - 1))
+    torch.set_rng_state(rng[0])
+    for d, state in zip(devices, rng[1]):
+        torch.cuda.set_rng_state(state, d)
+    return _model_gradient(exact, images.double(), labels)
 
 
 def _ode_block_prefixes(model) -> list[str]:

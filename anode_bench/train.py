@@ -53,6 +53,20 @@ def ode_settings(cfg: DictConfig) -> dict:
     return {**settings, "solver": cfg.solver.name, "grad": cfg.grad.name, "grad_options": grad_options, "check_finite": False}
 
 
+def load_data(cfg: DictConfig):
+    """The configured train and test splits (host arrays)."""
+    data = cfg.dataset
+    return load_splits(
+        data.name, num_classes=data.num_classes, root=data.root, path=data.path, download=data.download,
+        train_size=data.train_size, test_size=data.test_size, seed=cfg.trainer.seed or 0,
+    )
+
+
+def make_model(cfg: DictConfig, device: torch.device):
+    """The configured model, every ODE block set from the solver and grad groups."""
+    return build_model(cfg.model.name, cfg.dataset.num_classes, ode_settings(cfg), **cfg.model.get("arch", {})).to(device)
+
+
 def make_scheduler(optimizer, trainer: DictConfig):
     if trainer.schedule == "step":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(trainer.milestones), trainer.gamma)
@@ -189,10 +203,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     generator = torch.Generator(device).manual_seed(trainer.seed if trainer.seed is not None else torch.seed())
 
     data = cfg.dataset
-    train_split, test_split = load_splits(
-        data.name, num_classes=data.num_classes, root=data.root, path=data.path, download=data.download,
-        train_size=data.train_size, test_size=data.test_size, seed=trainer.seed or 0,
-    )
+    train_split, test_split = load_data(cfg)
     mean, std = channel_stats(train_split)
     loader_args = dict(device=device, mean=mean, std=std, generator=generator)
     train_loader = DeviceLoader(train_split, trainer.batch_size, augment=True, shuffle=True, drop_last=True, **loader_args)
@@ -200,7 +211,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     probe_images, probe_labels = next(iter(DeviceLoader(
         train_split, check.batch_size, augment=False, shuffle=False, drop_last=False, **loader_args)))
 
-    model = build_model(cfg.model.name, data.num_classes, ode_settings(cfg), **cfg.model.get("arch", {})).to(device)
+    model = make_model(cfg, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=trainer.lr, momentum=trainer.momentum, weight_decay=trainer.weight_decay)
     scheduler = make_scheduler(optimizer, trainer)
     progress = Progress()

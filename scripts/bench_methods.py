@@ -1,0 +1,107 @@
+"""Images/s and peak memory of a training step per gradient method and N_t, with the ratio to
+`direct` at the same N_t; and, where torchdiffeq is installed, the same ODE block through
+torchdiffeq's odeint / odeint_adjoint as the ratio anode-bench / torchdiffeq.
+
+    python scripts/bench_methods.py                                   # CPU, resnet_tiny at 32 channels
+    python scripts/bench_methods.py --device cuda --model resnet18_aca --batch 128
+
+Targets (issue 8): anode and aca step time <= 1.4x direct's; aca activation memory at N_t = 8
+<= 0.3x direct's; each method at least as fast as its torchdiffeq counterpart.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from anode_bench.metrics import peak_memory_mib, timed_ms
+from anode_bench.models import build_model
+from anode_bench.ode import GRAD_METHODS, odeint
+
+
+def step_fn(model, images, labels, optimizer):
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def measure(step, device, repeats):
+    step()  # warm-up; gradients and optimizer state exist from here on
+    memory = peak_memory_mib(step, device)
+    time_ms = statistics.median(timed_ms(step, device) for _ in range(repeats))
+    return memory, time_ms
+
+
+def bench_models(args, device):
+    print(f"### {args.model}, batch {args.batch}, solver {args.solver}, {device}\n")
+    print("| N_t | grad | img/s | time / direct | activation MiB | memory / direct | NFE fwd | NFE bwd |")
+    print("|---|---|---|---|---|---|---|---|")
+    images = torch.randn(args.batch, 3, 32, 32, device=device)
+    labels = torch.randint(0, 10, (args.batch,), device=device)
+    for steps in args.steps:
+        baseline = None
+        for grad in args.grads:
+            torch.manual_seed(0)
+            model = build_model(args.model, 10, dict(solver=args.solver, steps=steps, grad=grad, check_finite=False),
+                                **args.arch).to(device)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            memory, time_ms = measure(step_fn(model, images, labels, optimizer), device, args.repeats)
+            baseline = baseline or (memory, time_ms)
+            nfe = model.nfe()
+            print(f"| {steps} | {grad} | {args.batch / time_ms * 1e3:,.0f} | {time_ms / baseline[1]:.2f} | {memory:.1f} "
+                  f"| {memory / baseline[0]:.2f} | {nfe['forward']} | {nfe['backward']} |")
+
+
+def bench_torchdiffeq(args, device):
+    try:
+        import torchdiffeq
+    except ImportError:
+        print("\ntorchdiffeq is not installed: no comparison (pip install torchdiffeq)")
+        return
+    from anode_bench.models.blocks import ConvSpec, ResidualBranch
+
+    channels = 32
+    func = ResidualBranch([ConvSpec(channels, channels, 3, padding=1), ConvSpec(channels, channels, 3, padding=1)]).to(device)
+    z0 = torch.randn(args.batch, channels, 16, 16, device=device, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], device=device)
+    print(f"\n### one ODE block (f = 2x conv-BN-ReLU, {channels} channels, 16x16, batch {args.batch}), rk4, {device}\n")
+    print("| N_t | anode-bench grad | torchdiffeq | time ratio (anode-bench / torchdiffeq) |")
+    print("|---|---|---|---|")
+    pairs = [("direct", torchdiffeq.odeint, "odeint"), ("adjoint", torchdiffeq.odeint_adjoint, "odeint_adjoint")]
+    for steps in args.steps:
+        for grad, solve, name in pairs:
+            ours = lambda: odeint(func, z0, solver="rk4", steps=steps, grad=grad, check_finite=False).sum().backward()  # noqa: E731
+            theirs = lambda: solve(func, z0, t, method="rk4", options=dict(step_size=1.0 / steps))[-1].sum().backward()  # noqa: E731
+            ours()
+            theirs()
+            ours_ms = statistics.median(timed_ms(ours, device) for _ in range(args.repeats))
+            theirs_ms = statistics.median(timed_ms(theirs, device) for _ in range(args.repeats))
+            print(f"| {steps} | {grad} | {name} | {ours_ms / theirs_ms:.2f} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="resnet_tiny")
+    parser.add_argument("--widths", default="32,64,128,256", help="stage widths for the model ('' keeps the preset's)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--solver", default="rk4")
+    parser.add_argument("--steps", default="1,2,4,8")
+    parser.add_argument("--grads", default="direct,adjoint,anode,aca", help=f"from {', '.join(GRAD_METHODS)}; the first is the baseline")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    args.steps = [int(s) for s in args.steps.split(",")]
+    args.grads = args.grads.split(",")
+    widths = [int(w) for w in args.widths.split(",")] if args.widths else None
+    args.arch = dict(widths=widths, stem_width=widths[0]) if widths else {}
+    device = torch.device(args.device)
+    bench_models(args, device)
+    bench_torchdiffeq(args, device)
+
+
+if __name__ == "__main__":
+    main()

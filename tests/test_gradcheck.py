@@ -1,0 +1,119 @@
+"""anode-gradcheck: one small run of the CLI writes the table, the CSV and the three plots with a row per
+grad x solver x N_t; the numbers obey the identities of DESIGN.md section 2 (float64)."""
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from anode_bench.gradcheck import combinations, plots
+from anode_bench.metrics import gradient_error
+from anode_bench.models import build_model
+from anode_bench.train import CONFIG_DIR
+
+GRADS, STEPS = ["direct", "adjoint", "aca"], [1, 2]
+TINY = ["dataset.train_size=64", "dataset.test_size=16", "gradcheck.batch_size=8", "gradcheck.repeats=1",
+        f"gradcheck.grads=[{','.join(GRADS)}]", "gradcheck.solvers=[euler,heun_euler]",
+        f"gradcheck.steps=[{','.join(map(str, STEPS))}]", "gradcheck.rtols=[1e-2]", "gradcheck.dtype=float64",
+        "trainer.device=cpu"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def composed(overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="gradcheck", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gradcheck") / "run"
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "anode_bench.gradcheck", *TINY, f"hydra.run.dir={out}"],
+                            cwd=out.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with (out / "gradcheck.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    return out, rows
+
+
+def test_one_row_per_grad_solver_and_n_t_in_csv_and_markdown(run):
+    out, rows = run
+    expected = [("euler", str(n), "", g) for n in STEPS for g in GRADS] + [("heun_euler", "", "0.01", g) for g in GRADS]
+    assert [(r["solver"], r["steps"], r["rtol"], r["grad"]) for r in rows] == expected
+    for column in ("rel_l2_discrete", "cosine_discrete", "rel_l2_fine", "cosine_fine", "block_0_discrete",
+                   "block_3_fine", "peak_mib", "time_ms", "nfe_forward", "nfe_backward", "nfe_rejected", "accepted_steps"):
+        assert all(r[column] != "" for r in rows), column
+    assert all(r["status"] == "ok" for r in rows)
+    table = (out / "gradcheck.md").read_text()
+    assert table.count("\n| euler |") == len(STEPS) * len(GRADS) and table.count("\n| heun_euler | rtol 0.01 |") == len(GRADS)
+    assert "resnet_tiny (44,622 parameters, 4 ODE blocks), 8 train images of synthetic, float64 on cpu" in table
+    assert "Regenerate: `anode-gradcheck dataset.train_size=64" in table
+    assert (out / ".hydra" / "config.yaml").exists()  # a Hydra run dir, like anode-train's
+
+
+def test_the_numbers_obey_the_identities(run):
+    _, rows = run
+    by = {(r["solver"], r["steps"] or r["rtol"], r["grad"]): r for r in rows}
+    for key, row in by.items():
+        error, fine = float(row["rel_l2_discrete"]), float(row["rel_l2_fine"])
+        if key[2] == "adjoint":  # the reverse solve of conv-BN-ReLU: visibly wrong (README: 0.87 at euler N_t = 1)
+            assert error > 1e-3
+        elif key[2] == "aca" or key[0] == "euler":  # the exact gradient of the discrete network, here in float64
+            assert error < 1e-10 and float(row["cosine_discrete"]) > 1 - 1e-12
+        else:  # direct on an adaptive solver also differentiates the step-size controller
+            assert 1e-10 < error < 1e-1
+        assert fine > 1e-4  # no discretization here is the continuous ODE
+    for n in STEPS:  # NFE: euler is one f-evaluation per step and block, recomputed once by aca and the adjoint
+        assert [int(by["euler", str(n), g]["nfe_forward"]) for g in GRADS] == [4 * n] * 3
+        assert [int(by["euler", str(n), g]["nfe_backward"]) for g in GRADS] == [0, 4 * n, 4 * n]
+        assert float(by["euler", str(n), "direct"]["accepted_steps"]) == n
+    # direct keeps every step's graph: its memory grows with N_t, and more than aca's
+    direct = [float(by["euler", str(n), "direct"]["peak_mib"]) for n in STEPS]
+    aca = [float(by["euler", str(n), "aca"]["peak_mib"]) for n in STEPS]
+    assert direct[1] > direct[0] and direct[1] - direct[0] > aca[1] - aca[0]
+
+
+def test_plots_are_pngs_with_one_series_per_grad_and_solver(run, tmp_path):
+    out, rows = run
+    for name in ("error.png", "memory.png", "time.png"):
+        assert (out / name).read_bytes().startswith(PNG) and (out / name).stat().st_size > 10_000
+        assert f"]({name})" in (out / "gradcheck.md").read_text()
+    numeric = [{k: (float(v) if k not in ("solver", "grad", "status") and v != "" else (v or None)) for k, v in r.items()}
+               for r in rows]
+    drawn = plots(tmp_path, numeric, ["discrete", "fine"])
+    assert list(drawn["error.png"]) == ["relative gradient error vs float64 (discrete)", "relative gradient error vs float64 (fine)"]
+    labels = {f"{g}, euler" for g in GRADS} | {f"{g}, heun_euler (adaptive)" for g in GRADS}
+    for name, panels in drawn.items():
+        for panel in panels.values():
+            assert set(panel) == labels, name
+            assert panel["aca, euler"]["x"] == [float(n) for n in STEPS]
+    assert drawn["memory.png"]["peak memory of one forward+backward"]["direct, euler"]["y"] == [
+        float(r["peak_mib"]) for r in rows if r["solver"] == "euler" and r["grad"] == "direct"]
+
+
+def test_lists_left_null_take_the_composed_groups_and_bad_names_fail():
+    cfg = composed(["solver=rk4", "solver.steps=3", "grad=anode", "gradcheck.grads=null", "gradcheck.solvers=null",
+                    "gradcheck.steps=null"])
+    assert combinations(cfg) == [dict(solver="rk4", steps=3, grad="anode")]
+    with pytest.raises(ValueError, match="gradcheck.solvers \\['rk5'\\] unknown; choose from"):
+        combinations(composed(["gradcheck.solvers=[rk5]"]))
+    with pytest.raises(ValueError, match="gradcheck.references \\['coarse'\\] unknown"):
+        combinations(composed(["gradcheck.references=[coarse]"]))
+    with pytest.raises(ValueError, match="gradcheck.grads \\['acaa'\\] unknown; choose from direct, adjoint"):
+        combinations(composed(["gradcheck.grads=[acaa]"]))
+
+
+def test_a_cached_reference_is_the_one_the_same_solver_and_grid_would_compute():
+    torch.manual_seed(0)
+    model = build_model("resnet_tiny", 10, dict(solver="euler", steps=1, grad="aca")).double()
+    images, labels = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
+    cache = {}
+    for solver in ("euler", "rk4", "euler"):  # rk4 at N_t = 1 has euler's grid [0, 1] but another reference
+        model.configure_ode(solver=solver)
+        for reference in ("discrete", "fine"):
+            cached = gradient_error(model, images, labels, reference=reference, cache=cache)
+            assert cached == gradient_error(model, images, labels, reference=reference)
+    assert len(cache) == 4
