@@ -16,7 +16,7 @@ from .stepping import integrate, restore_rng
 
 class Anode(CheckpointMethod):
     name = "anode"
-    record_rng = True
+    record_rng = {0}  # the recompute replays from the block input: only the first step's RNG state is needed
 
     def backward(self, func, params, plan, trajectory, z0, z1, grad_z1, info):
         on_grid = dataclasses.replace(plan, grid=tuple(trajectory.ts))
