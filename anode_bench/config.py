@@ -73,6 +73,7 @@ class TrainerConfig:
     gamma: float = 0.1
     seed: Optional[int] = 0
     device: str = "auto"
+    threads: Optional[int] = None
     log_every: int = 50
     max_steps_per_epoch: Optional[int] = None
     eval_batch_size: int = 500
@@ -96,6 +97,7 @@ class TrainerConfig:
 
         _require(self.device != "cuda" or torch.cuda.is_available(),
                  "trainer.device=cuda but CUDA is not available; use trainer.device=cpu or auto")
+        _require(self.threads is None or self.threads >= 1, f"trainer.threads must be >= 1 or null, got {self.threads}")
         _require(self.log_every >= 1, f"trainer.log_every must be >= 1, got {self.log_every}")
         _require(self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
                  f"trainer.max_steps_per_epoch must be >= 1 or null, got {self.max_steps_per_epoch}")

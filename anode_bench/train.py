@@ -195,6 +195,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train as configured, writing TensorBoard events and metrics.json into run_dir. Returns the metrics."""
     trainer, check = cfg.trainer, cfg.grad_check
     device = pick_device(trainer.device)
+    if trainer.threads is not None:
+        torch.set_num_threads(trainer.threads)
     if trainer.seed is not None:
         torch.manual_seed(trainer.seed)
     generator = torch.Generator(device).manual_seed(trainer.seed if trainer.seed is not None else torch.seed())
