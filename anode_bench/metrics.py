@@ -7,6 +7,7 @@ CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus what 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from typing import Callable
@@ -76,7 +77,9 @@ def gradient_error(model, images, labels, *, reference: str = "discrete", fine_f
     (`reference="discrete"`: is this the gradient of the network that ran?) or rk4 at
     fine_factor times as many steps (`"fine"`: the gradient of the continuous ODE).
     BatchNorm stays in train mode. The model, its buffers and the RNG are left untouched (the
-    work runs on copies, both from the same RNG state). Returns grad_error/rel_l2,
+    work runs on copies, both from the same RNG state). Autocast: g is computed under whatever
+    autocast the caller holds (as the model trains, e.g. bfloat16), g_ref always with autocast
+    disabled, in float64. Returns grad_error/rel_l2,
     grad_error/cosine and grad_error/block_<i> (relative L2 over ODE block i's parameters).
 
     `cache`: a dict kept by the caller across calls with the same weights and batch (anode-gradcheck
@@ -119,7 +122,19 @@ def _reference_gradient(model, probe, images, labels, reference, fine_factor, rn
     torch.set_rng_state(rng[0])
     for d, state in zip(devices, rng[1]):
         torch.cuda.set_rng_state(state, d)
-    return _model_gradient(exact, images.double(), labels)
+    with _autocast_disabled(images.device.type):
+        return _model_gradient(exact, images.double(), labels)
+
+
+def _autocast_disabled(device_type: str) -> contextlib.ExitStack:
+    """Autocast off for CPU, CUDA and device_type, whatever the caller enabled: the reference is
+    float64 for real (autocast leaves float64 operands alone today, but nothing in the reference
+    should depend on that, nor on a float32 tensor reaching it)."""
+    stack = contextlib.ExitStack()
+    for kind in dict.fromkeys(("cpu", "cuda", device_type)):
+        if torch.amp.is_autocast_available(kind):
+            stack.enter_context(torch.autocast(kind, enabled=False))
+    return stack
 
 
 def _ode_block_prefixes(model) -> list[str]:

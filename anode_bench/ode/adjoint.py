@@ -42,21 +42,32 @@ class Adjoint(CheckpointMethod):
     def backward(self, func, params, plan, trajectory, z0, z1, grad_z1, info):
         shape, size = z1.shape, z1.numel()
         param_sizes = [p.numel() for p in params]
+        # The augmented state [z, a, g_θ] is one tensor, held in at least float32 (and in the widest
+        # dtype of z, a and θ): under bfloat16 autocast a bf16 block input would otherwise make the
+        # adjoint a(t) and the gradient accumulator g_θ bf16 too. f still sees z in its forward dtype.
+        dtype = torch.float32
+        for d in (z1.dtype, grad_z1.dtype, *(p.dtype for p in params)):
+            dtype = torch.promote_types(dtype, d)
 
         def augmented(t, state):
-            z = state[:size].view(shape).detach().requires_grad_()
+            z = state[:size].view(shape).detach().to(z1.dtype).requires_grad_()
             adj = state[size : 2 * size].view(shape)
             f = func(t, z)
-            grad_z, *grad_params = vjp(f, (z, *params), adj)
-            return torch.cat([f.detach().reshape(-1), -grad_z.reshape(-1), *(-g.reshape(-1) for g in grad_params)])
+            grad_z, *grad_params = vjp(f, (z, *params), adj.to(f.dtype))
+            return torch.cat(
+                [f.detach().reshape(-1), -grad_z.reshape(-1), *(-g.reshape(-1) for g in grad_params)]
+            ).to(dtype)
 
         reverse = dataclasses.replace(
             plan, t0=plan.t1, t1=plan.t0, grid=None if plan.grid is None else tuple(reversed(plan.grid))
         )
-        start = torch.cat([z1.detach().reshape(-1), grad_z1.reshape(-1), z1.new_zeros(sum(param_sizes))])
+        start = torch.cat(
+            [z1.detach().reshape(-1).to(dtype), grad_z1.reshape(-1).to(dtype), z1.new_zeros(sum(param_sizes), dtype=dtype)]
+        )
         norm_size = 2 * size if self.norm == "seminorm" else None
         end, trajectory_back = integrate(augmented, start, reverse, norm_size=norm_size)
         info.n_rejected_backward += trajectory_back.n_rejected
-        grad_z0 = end[size : 2 * size].view(shape)
+        info.host_syncs_backward += trajectory_back.host_syncs
+        grad_z0 = end[size : 2 * size].view(shape).to(z0.dtype)
         flat_params = end[2 * size :].split(param_sizes)
-        return grad_z0, [g.view_as(p) for g, p in zip(flat_params, params)]
+        return grad_z0, [g.view_as(p).to(p.dtype) for g, p in zip(flat_params, params)]

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class Leapfrog:
@@ -41,6 +43,13 @@ class Leapfrog:
 
 
 ALF = Leapfrog()
+
+
+def alf_start(func, t0, z):
+    """v_0 = f(t0, z0), held in the state's dtype at least: under bfloat16 autocast f returns bf16,
+    and a bf16 velocity would round every step (and mali's inverse) to bf16. Exact otherwise."""
+    v = func(t0, z)
+    return v.to(torch.promote_types(v.dtype, z.dtype))
 
 
 def alf_step(func, scheme: Leapfrog, t, h, z, v):

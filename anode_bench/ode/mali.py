@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .alf import Leapfrog, alf_inverse, alf_step
+from .alf import Leapfrog, alf_inverse, alf_start, alf_step
 from .method import CheckpointMethod, vjp
 from .stepping import restore_rng
 
@@ -50,7 +50,7 @@ class Mali(CheckpointMethod):
             z, v = z.detach(), v.detach()
         restore_rng(rng[0], device)
         z_in = z0.detach().requires_grad_()
-        v_in = func(ts[0], z_in)
+        v_in = alf_start(func, ts[0], z_in)
         z_out, v_out = alf_step(func, scheme, ts[0], ts[1] - ts[0], z_in, v_in)
         grad_z0, *step_grads = vjp((z_out, v_out), (z_in, *params), (adj_z, adj_v))
         for total, step_grad in zip(grad_params, step_grads):

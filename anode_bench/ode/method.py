@@ -7,10 +7,13 @@ A gradient method turns (func, z0, plan) into z(t1) with some rule for dL/dz0 an
 
 Whatever a backward evaluates, running statistics and other buffers of func are restored
 afterwards (a recompute must not update BatchNorm twice), and the global RNG is left as the
-forward left it.
+forward left it. A backward also runs under the autocast state of its forward (autograd calls it
+outside the caller's `torch.autocast`): a recompute in float32 of a forward that ran in bfloat16
+would differentiate another function.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 
@@ -26,6 +29,9 @@ class SolveInfo:
 
     nfe_* count evaluations of f; a backward evaluation is followed by one vector-Jacobian
     product of it. `direct`'s backward evaluates nothing (VJPs of the recorded graph only).
+    host_syncs* count host read-backs of tensor values by the solve loops (stepping._value):
+    0 on fixed grids (1 with check_finite, the end-state check); adaptive: one per attempted
+    step plus the starting-step guess. Each read-back synchronizes a CUDA device.
     """
 
     ts: list[float] = field(default_factory=list)
@@ -33,6 +39,8 @@ class SolveInfo:
     nfe_backward: int = 0
     n_rejected: int = 0
     n_rejected_backward: int = 0
+    host_syncs: int = 0
+    host_syncs_backward: int = 0
 
 
 class CountedFunc:
@@ -123,6 +131,31 @@ def _record_forward(info: SolveInfo, func: CountedFunc, trajectory: Trajectory) 
     info.ts = trajectory.ts
     info.n_rejected = trajectory.n_rejected
     info.nfe_forward = func.calls
+    info.host_syncs = trajectory.host_syncs
+
+
+AUTOCAST_DEVICE_TYPES = ("cpu", "cuda")
+
+
+def autocast_state(device_type: str) -> list[tuple[str, bool, torch.dtype, bool]]:
+    """The autocast settings in force for CPU, CUDA and device_type: (device type, enabled, dtype,
+    cache_enabled) each, what torch.utils.checkpoint keeps to re-run a forward in backward."""
+    types = dict.fromkeys((*AUTOCAST_DEVICE_TYPES, device_type))
+    cache = torch.is_autocast_cache_enabled()
+    return [
+        (t, torch.is_autocast_enabled(t), torch.get_autocast_dtype(t), cache)
+        for t in types
+        if torch.amp.is_autocast_available(t)
+    ]
+
+
+@contextlib.contextmanager
+def autocast_as(state):
+    """Enter exactly the autocast settings `autocast_state` captured (enabled or disabled)."""
+    with contextlib.ExitStack() as stack:
+        for device_type, enabled, dtype, cache in state:
+            stack.enter_context(torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=cache))
+        yield
 
 
 class _CheckpointedSolve(torch.autograd.Function):
@@ -135,6 +168,7 @@ class _CheckpointedSolve(torch.autograd.Function):
         ctx.method, ctx.func, ctx.plan, ctx.info, ctx.params = method, func, plan, info, params
         ctx.rng_states = trajectory.rng_states
         ctx.ts = trajectory.ts
+        ctx.autocast = autocast_state(z0.device.type)  # the backward re-enters it
         ctx.velocity = trajectory.velocity  # alf only: computed here under no_grad, never an input or output
         ctx.save_for_backward(z0, z1, *trajectory.states)
         return z1
@@ -148,7 +182,7 @@ class _CheckpointedSolve(torch.autograd.Function):
         buffers = list(func.func.buffers())
         saved_buffers = [b.detach().clone() for b in buffers]
         devices = [z0.device] if z0.device.type == "cuda" else []
-        with torch.enable_grad(), torch.random.fork_rng(devices=devices):
+        with torch.enable_grad(), autocast_as(ctx.autocast), torch.random.fork_rng(devices=devices):
             grad_z0, grad_params = ctx.method.backward(
                 func, ctx.params, ctx.plan, trajectory, z0, z1, grad_z1, info
             )

@@ -4,17 +4,23 @@ Shapes: the state z is any floating tensor, [B, C, H, W] for image models; time 
 float (time and state dtypes are independent). Only when `direct` differentiates an adaptive
 controller are t and dt 0-d tensors in the graph.
 
-Fixed grids run without a single host round-trip (the grid is Python floats). Adaptive solves
-read the error ratio back once per attempted step, to accept or reject it.
+Host read-backs (each one synchronizes a CUDA device) all go through `_value`, which counts
+them on the solve's Trajectory (SolveInfo.host_syncs). Fixed grids run without a single one (the
+grid is Python floats; `check_finite` adds one at the end). Adaptive solves read back one number
+per attempted step (the error ratio: accept or reject, and the next step size computed from it
+on the host) plus two for the starting step; when `direct` differentiates the controller, dt
+stays a tensor and each attempt reads the ratio and the next dt together, in one read-back, plus
+one read of the starting step.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from .alf import Leapfrog, alf_step
+from .alf import Leapfrog, alf_start, alf_step
 from .tableaus import Tableau
 
 SAFETY = 0.9
@@ -52,6 +58,7 @@ class Trajectory:
     states: list[torch.Tensor] = field(default_factory=list)  # z(ts[i]) for i < N, if recorded
     rng_states: list = field(default_factory=list)  # RNG state at the start of each step, if recorded
     n_rejected: int = 0
+    host_syncs: int = 0  # host read-backs of tensor values during the solve (see _value)
     velocity: torch.Tensor | None = None  # alf: v at t1 (mali rebuilds the trajectory from (z, v) at t1)
 
 
@@ -86,11 +93,13 @@ def error_ratio(err, z, z_next, rtol, atol) -> torch.Tensor:
 
 
 def initial_step(
-    func, tableau: Tableau, t0: float, z0, f0, rtol, atol, span: float, differentiable=False, select=None
+    func, tableau: Tableau, t0: float, z0, f0, rtol, atol, span: float, differentiable=False, select=None,
+    counter: "Trajectory | None" = None,
 ):
     """Hairer, Norsett & Wanner (1993) II.4 starting step; one evaluation of f.
 
-    Returns |dt| as a 0-d tensor in the graph if `differentiable`, else as a float.
+    Returns |dt| as a 0-d tensor in the graph if `differentiable` (no host read-back), else as a
+    float (two read-backs, counted on `counter`: the probe step h0, then the result).
     `select(x)`: the part of a state the norms look at (the seminorm adjoint); default all of it."""
     select = select or (lambda x: x)
     sign = _sign(span)
@@ -98,7 +107,7 @@ def initial_step(
     d0, d1 = rms(select(z0) / scale), rms(select(f0) / scale)
     h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1.clamp_min(1e-5))
     h0 = h0.clamp_max(abs(span))
-    h0_step = h0 if differentiable else _value(h0)
+    h0_step = h0 if differentiable else _value(h0, counter)
     f1 = func(t0 + sign * h0_step, z0 + (sign * h0_step) * f0)
     d2 = rms(select(f1 - f0) / scale) / h0
     d12 = torch.maximum(d1, d2)
@@ -108,12 +117,43 @@ def initial_step(
         (0.01 / d12.clamp_min(1e-15)) ** (1.0 / (tableau.order + 1)),
     )
     h = torch.minimum(100 * h0, h1).clamp_max(abs(span))
-    return h if differentiable else _value(h)
+    return h if differentiable else _value(h, counter)
 
 
-def _value(x) -> float:
-    """The float value of a Python number or 0-d tensor (a host read-back for a tensor)."""
-    return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
+def _value(x, counter: "Trajectory | None") -> float:
+    """The float value of a Python number or 0-d tensor. For a tensor that is a host read-back (a
+    device sync on CUDA): the solve loops read tensor values through here only, and count each on
+    `counter` (the solve's Trajectory)."""
+    if not isinstance(x, torch.Tensor):
+        return float(x)
+    if counter is not None:
+        counter.host_syncs += 1
+    return float(x.detach())
+
+
+def _values(xs, counter: "Trajectory | None") -> list[float]:
+    """The float values of several 0-d tensors with one host read-back (exact: the tensors are
+    stacked in their promoted dtype)."""
+    dtype = xs[0].dtype
+    for x in xs[1:]:
+        dtype = torch.promote_types(dtype, x.dtype)
+    if counter is not None:
+        counter.host_syncs += 1
+    return torch.stack([x.detach().to(dtype) for x in xs]).tolist()
+
+
+def step_factor(ratio: float, exponent: float, accepted: bool) -> float:
+    """SAFETY * ratio ** exponent in [MIN_FACTOR, MAX_FACTOR] (at most 1 after a rejection), on the
+    host from the ratio already read back. x ** -0.5 is computed as 1 / sqrt(x), as torch computes
+    that power, so float64 solves take the same steps as the tensor formula (`_factor_tensor`)."""
+    ratio = max(ratio, 1e-10)
+    power = 1.0 / math.sqrt(ratio) if exponent == -0.5 else ratio**exponent
+    return min(max(SAFETY * power, MIN_FACTOR), MAX_FACTOR if accepted else 1.0)
+
+
+def _factor_tensor(ratio: torch.Tensor, exponent: float, accepted: bool) -> torch.Tensor:
+    """step_factor in the autograd graph (direct differentiating the controller)."""
+    return (SAFETY * ratio.clamp_min(1e-10) ** exponent).clamp(MIN_FACTOR, MAX_FACTOR if accepted else 1.0)
 
 
 def _sign(x: float) -> float:
@@ -147,7 +187,7 @@ def integrate(
         z1, trajectory = _integrate_adaptive(
             func, z0, plan, record_states, record_rng, differentiate_controller, norm_size
         )
-    if plan.check_finite and plan.grid is not None and not torch.isfinite(z1).all():
+    if plan.check_finite and plan.grid is not None and not _value(torch.isfinite(z1).all(), trajectory):
         raise NonFiniteStateError(
             f"ODE state became non-finite during a {plan.tableau.name} solve from t={plan.t0} to t={plan.t1} "
             f"with {len(plan.grid) - 1} steps (a diverging network or too few steps)"
@@ -177,7 +217,7 @@ def _integrate_alf(func, z, plan: SolvePlan, record_rng):
     trajectory = Trajectory(ts=list(plan.grid))
     if record_rng:
         trajectory.rng_states.append(capture_rng(z.device))
-    v = func(plan.grid[0], z)
+    v = alf_start(func, plan.grid[0], z)
     for t, t_next in zip(plan.grid[:-1], plan.grid[1:]):
         if record_rng:
             trajectory.rng_states.append(capture_rng(z.device))
@@ -198,12 +238,14 @@ def _integrate_adaptive(
     direction = _sign(plan.t1 - plan.t0)
     exponent = -1.0 / (min(tableau.order, tableau.low_order) + 1)
     select = None if norm_size is None else (lambda x: x.reshape(-1)[:norm_size])
+    trajectory = Trajectory(ts=[plan.t0])
     k1 = func(plan.t0, z)
     dt = initial_step(
-        func, tableau, plan.t0, z, k1, plan.rtol, plan.atol, plan.t1 - plan.t0, differentiate_controller, select
+        func, tableau, plan.t0, z, k1, plan.rtol, plan.atol, plan.t1 - plan.t0, differentiate_controller, select,
+        counter=trajectory,
     )
+    dt_val = _value(dt, trajectory)  # differentiating the controller: dt is a tensor, read once here
     t, t_val = plan.t0, plan.t0  # t: in the graph when differentiating the controller; t_val: its float value
-    trajectory = Trajectory(ts=[plan.t0])
     attempts = 0
     rng_state = capture_rng(z.device) if _keeps(record_rng, 0) else None
     while direction * (t_end - t_val) > 0:
@@ -214,10 +256,10 @@ def _integrate_adaptive(
                 f"of [{plan.t0}, {plan.t1}]; raise max_steps or loosen rtol={plan.rtol}, atol={plan.atol}"
             )
         attempts += 1
-        last = direction * (t_val + direction * abs(_value(dt)) - t_end) >= 0
+        last = direction * (t_val + direction * abs(dt_val) - t_end) >= 0
         if differentiate_controller:
             step_dt = (t_end - t) if last else direction * dt
-            t_next, t_next_val = t + step_dt, (t_end if last else t_val + _value(step_dt))
+            t_next, t_next_val = t + step_dt, (t_end if last else t_val + direction * dt_val)
         else:
             t_next_val = t_end if last else t_val + direction * dt
             t_next = t_next_val
@@ -229,14 +271,22 @@ def _integrate_adaptive(
             ratio = error_ratio(err, z, z_next, plan.rtol, plan.atol)
         else:
             ratio = error_ratio(select(err), select(z), select(z_next), plan.rtol, plan.atol)
-        ratio_val = _value(ratio)  # the one host read-back per attempted step
+        if differentiate_controller:
+            # the next dt for both outcomes, in the graph; read back with the ratio: one read-back
+            next_dt = {ok: abs(step_dt) * _factor_tensor(ratio, exponent, ok) for ok in (True, False)}
+            ratio_val, *next_vals = _values([ratio, next_dt[True], next_dt[False]], trajectory)
+        else:
+            ratio_val = _value(ratio, trajectory)  # the one host read-back per attempted step
         if ratio_val != ratio_val or ratio_val == float("inf"):
             raise NonFiniteStateError(
-                f"ODE state became non-finite in a {tableau.name} step at t={t_val:.6g} (dt={_value(step_dt):.3g})"
+                f"ODE state became non-finite in a {tableau.name} step at t={t_val:.6g} "
+                f"(dt={t_next_val - t_val:.3g})"
             )
         accepted = ratio_val <= 1.0
-        factor = (SAFETY * ratio.clamp_min(1e-10) ** exponent).clamp(MIN_FACTOR, MAX_FACTOR if accepted else 1.0)
-        dt = abs(step_dt) * factor if differentiate_controller else abs(step_dt) * _value(factor)
+        if differentiate_controller:
+            dt, dt_val = next_dt[accepted], next_vals[0 if accepted else 1]
+        else:
+            dt = dt_val = abs(step_dt) * step_factor(ratio_val, exponent, accepted)
         if not accepted:
             trajectory.n_rejected += 1
             k1 = k[0]
