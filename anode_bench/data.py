@@ -123,15 +123,19 @@ class DeviceLoader:
 
     With `augment`, each batch gets a random crop of the 4-pixel zero-padded image and a random
     horizontal flip, drawn from `generator` (a torch.Generator on `device`) on the device.
+    `shard=(rank, world_size)` yields only that rank's contiguous slice of every batch; the
+    permutation and the augmentation are drawn for the whole batch first, so ranks seeded alike
+    split exactly the batches a single process would train on.
     """
 
     def __init__(self, split: Split, batch_size: int, device, *, mean, std, augment: bool, shuffle: bool,
-                 drop_last: bool, generator: torch.Generator | None = None, dtype=torch.float32):
+                 drop_last: bool, generator: torch.Generator | None = None, dtype=torch.float32,
+                 shard: tuple[int, int] = (0, 1)):
         self.device = torch.device(device)
         self.images = torch.from_numpy(split.images).to(self.device).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
         self.labels = torch.from_numpy(split.labels).to(self.device)
         self.batch_size, self.augment, self.shuffle, self.drop_last = batch_size, augment, shuffle, drop_last
-        self.generator, self.dtype = generator, dtype
+        self.generator, self.dtype, self.shard = generator, dtype, shard
         self.mean = torch.as_tensor(mean, device=self.device, dtype=dtype).view(1, 3, 1, 1) * 255
         self.std = torch.as_tensor(std, device=self.device, dtype=dtype).view(1, 3, 1, 1) * 255
 
@@ -146,22 +150,29 @@ class DeviceLoader:
             if self.shuffle
             else torch.arange(n, device=self.device)
         )
+        rank, world_size = self.shard
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            draws = self.draw_crops(len(index)) if self.augment else ()
+            index, *draws = (x.tensor_split(world_size)[rank] for x in (index, *draws))
             images = self.images[index]
             if self.augment:
-                images = self.crop_and_flip(images)
+                images = self.crop_and_flip(images, *draws)
             yield (images.to(self.dtype) - self.mean) / self.std, self.labels[index]
 
-    def crop_and_flip(self, images: torch.Tensor) -> torch.Tensor:
-        """Random 32x32 crop of the zero-padded 40x40 image, then a random left-right flip, per image."""
+    def draw_crops(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per image: crop offsets dy, dx in 0..8 and a left-right flip flag, from the generator."""
+        dy, dx = (torch.randint(0, 9, (batch,), device=self.device, generator=self.generator) for _ in range(2))
+        flip = torch.rand(batch, device=self.device, generator=self.generator) < 0.5
+        return dy, dx, flip
+
+    def crop_and_flip(self, images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        """The 32x32 crop at (dy, dx) of each zero-padded 40x40 image, mirrored where `flip`."""
         batch = len(images)
         padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
-        dy, dx = (torch.randint(0, 9, (batch,), device=self.device, generator=self.generator) for _ in range(2))
         offsets = torch.arange(32, device=self.device)
         rows = (dy[:, None] + offsets)[:, None, :, None]
         cols = (dx[:, None] + offsets)[:, None, None, :]
-        flip = torch.rand(batch, device=self.device, generator=self.generator) < 0.5
         cols = torch.where(flip[:, None, None, None], 31 + 2 * dx[:, None, None, None] - cols, cols)  # mirror within the crop
         channels = torch.arange(3, device=self.device)[None, :, None, None]
         return padded[torch.arange(batch, device=self.device)[:, None, None, None], channels, rows, cols]
