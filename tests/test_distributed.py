@@ -1,0 +1,137 @@
+"""Data-parallel training (torchrun + DDP), shown on the CPU with the gloo backend and 2 processes:
+
+- with trainer.sync_bn=true two processes each training on half of every batch follow the same
+  loss curve as one process on the whole batch: in float64 (trainer.precision=fp64), equal to
+  rounding, since only summation orders differ. (In float32 the tiny smoke network amplifies
+  rounding ~1e3-fold per step at lr 0.1: changing the thread count alone moves its third loss
+  by 5e-5, so float32 curves could only be compared loosely.)
+- without it each rank normalizes by its own half's statistics, which is measurably another curve;
+- only rank 0 writes events, checkpoints, metrics.json and the log;
+- SyncBatchNorm2d is BatchNorm2d over the global batch, to float64 rounding, forward and backward.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from anode_bench.distributed import SyncBatchNorm2d
+
+TORCHRUN = shutil.which("torchrun")
+RUN = ["experiment=smoke", "grad=aca", "solver=rk4", "trainer.precision=fp64", "dataset.train_size=256", "dataset.test_size=100",
+       "trainer.max_steps_per_epoch=4", "trainer.log_every=1", "trainer.threads=1", "grad_check.every=2"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+
+
+def single_process(args, cwd):
+    return subprocess.run([sys.executable, "-m", "anode_bench.train", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+def two_processes(args, cwd):
+    command = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "anode_bench.train", *args]
+    return subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def scalars(run_dir, tag):
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return [event.value for event in accumulator.Scalars(tag)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One process on batch 64; two processes on 32 each, with and without sync BN."""
+    root = tmp_path_factory.mktemp("ddp")
+    results = {
+        "single": single_process([*RUN, f"hydra.run.dir={root / 'single'}"], root),
+        "sync_bn": two_processes([*RUN, "trainer.sync_bn=true", f"hydra.run.dir={root / 'sync_bn'}"], root),
+        "local_bn": two_processes([*RUN, f"hydra.run.dir={root / 'local_bn'}"], root),
+    }
+    for name, result in results.items():
+        assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
+    return {name: root / name for name in results}
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not on PATH")]
+
+
+def test_two_processes_with_sync_bn_follow_the_single_process_loss_curve(runs):
+    single, ddp = scalars(runs["single"], "train/loss"), scalars(runs["sync_bn"], "train/loss")
+    assert len(single) == len(ddp) == 4
+    assert ddp == pytest.approx(single, rel=1e-7)  # TensorBoard stores float32
+    for tag in ("train/epoch_loss", "train/acc", "test/loss", "test/acc"):
+        assert scalars(runs["sync_bn"], tag) == pytest.approx(scalars(runs["single"], tag), rel=1e-7), tag
+    single_metrics, ddp_metrics = (json.loads((runs[name] / "metrics.json").read_text()) for name in ("single", "sync_bn"))
+    assert ddp_metrics["test/loss"] == pytest.approx(single_metrics["test/loss"], rel=1e-10)
+    # the gradient probe (rank 0, on a plain-BatchNorm copy) sees the same model: aca equals its
+    # float64 reference to rounding in both
+    assert max(scalars(runs["sync_bn"], "grad_error/rel_l2")) < 1e-13
+
+
+def test_without_sync_bn_each_rank_normalizes_by_its_own_half(runs):
+    single, local = scalars(runs["single"], "train/loss"), scalars(runs["local_bn"], "train/loss")
+    assert max(abs(a - b) for a, b in zip(single, local)) > 1e-3
+
+
+def test_only_rank_zero_writes(runs):
+    for name in ("sync_bn", "local_bn"):
+        run_dir = runs[name]
+        events = sorted(p.name for p in run_dir.glob("events.out.tfevents.*"))
+        assert len({name.split(".")[-2] for name in events}) == 1, events  # one writing process (pid in the name)
+        assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+        assert len(list((run_dir / "checkpoints").glob("step_*.pt"))) == 1
+        log = (run_dir / "train.log").read_text()
+        assert log.count("epoch 1/1: train loss") == 1, log
+
+
+def test_a_batch_that_does_not_split_evenly_is_refused_in_one_line(tmp_path):
+    result = two_processes([*RUN, "trainer.batch_size=63", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("anode-train:")]
+    assert lines == ["anode-train: trainer.batch_size=63 must be divisible by the 2 torchrun processes "
+                     "(each trains on batch_size / processes images)"]
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def _sync_bn_rank(rank, world_size, init_file, x, grad_out, state, results):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    bn = SyncBatchNorm2d(x.shape[1]).double()
+    bn.load_state_dict(state)
+    part = x.tensor_split(world_size)[rank].clone().requires_grad_()
+    out = bn(part)
+    out.backward(grad_out.tensor_split(world_size)[rank])
+    results[rank] = (out.detach(), part.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var)
+    dist.destroy_process_group()
+
+
+def test_sync_batchnorm_is_batchnorm_over_the_global_batch(tmp_path):
+    x = torch.randn(6, 3, 4, 4, dtype=torch.float64) * 3 + 1
+    grad_out = torch.randn_like(x)
+    reference = torch.nn.BatchNorm2d(3).double()
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5)
+        reference.bias.uniform_(-1, 1)
+    state = {k: v.clone() for k, v in reference.state_dict().items()}
+    results = mp.Manager().dict()
+    mp.spawn(_sync_bn_rank, args=(2, tmp_path / "init", x, grad_out, state, results), nprocs=2)
+    whole = x.clone().requires_grad_()
+    expected_out = reference(whole)
+    expected_out.backward(grad_out)
+    out = torch.cat([results[r][0] for r in range(2)])
+    x_grad = torch.cat([results[r][1] for r in range(2)])
+    torch.testing.assert_close(out, expected_out.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(x_grad, whole.grad, rtol=0, atol=1e-12)
+    for rank in range(2):  # every rank's running statistics are the global batch's
+        running_mean, running_var = results[rank][4:]
+        torch.testing.assert_close(running_mean, reference.running_mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(running_var, reference.running_var, rtol=0, atol=1e-12)
+    # each rank holds its part of dL/dweight and dL/dbias; DDP's all_reduce sums them
+    torch.testing.assert_close(results[0][2] + results[1][2], reference.weight.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(results[0][3] + results[1][3], reference.bias.grad, rtol=0, atol=1e-12)
