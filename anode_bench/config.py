@@ -73,7 +73,11 @@ class TrainerConfig:
     gamma: float = 0.1
     seed: Optional[int] = 0
     device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
     threads: Optional[int] = None
+    sync_bn: bool = False
     log_every: int = 50
     max_steps_per_epoch: Optional[int] = None
     eval_batch_size: int = 500
@@ -97,6 +101,10 @@ class TrainerConfig:
 
         _require(self.device != "cuda" or torch.cuda.is_available(),
                  "trainer.device=cuda but CUDA is not available; use trainer.device=cpu or auto")
+        _require(self.precision in ("fp32", "bf16", "fp64"), f"trainer.precision {self.precision!r} unknown; choose from fp32, bf16, fp64")
+        _require(not self.channels_last or (self.device != "cpu" and torch.cuda.is_available()),
+                 "trainer.channels_last=true is a CUDA option (on the CPU torch 2.14.1's channels-last backward of a "
+                 "stride-2 1x1 convolution crashes); set trainer.channels_last=false")
         _require(self.threads is None or self.threads >= 1, f"trainer.threads must be >= 1 or null, got {self.threads}")
         _require(self.log_every >= 1, f"trainer.log_every must be >= 1, got {self.log_every}")
         _require(self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,

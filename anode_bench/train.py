@@ -4,11 +4,13 @@ right its gradient is (DESIGN.md section 6 tags) to TensorBoard in the Hydra run
     anode-train model=resnet grad=aca
     anode-train -m grad=direct,adjoint,anode,aca solver.steps=1,2,4
     anode-train experiment=smoke                     # offline, synthetic data, 2-core CPU
+    torchrun --standalone --nproc_per_node=4 -m anode_bench.train hydra.run.dir=outputs/ddp/run1   # DDP
 
 This is the one place where a config becomes objects; anode_bench.ode and .models never read cfg.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,6 +30,7 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, validate
 from .data import DataError, DeviceLoader, channel_stats, load_splits
+from .distributed import Distributed, from_environment, local_copy, shutdown, with_sync_batchnorm
 from .metrics import MIB, gradient_error, peak_memory_mib
 from .models import build_model
 from .ode import MaxStepsError, NonFiniteStateError
@@ -64,6 +67,15 @@ def make_model(cfg: DictConfig, device: torch.device):
     return build_model(cfg.model.name, cfg.dataset.num_classes, ode_settings(cfg), **cfg.model.get("arch", {})).to(device)
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.float32, "fp64": torch.float64}  # parameters and data
+
+
+def autocast(precision: str, device: torch.device):
+    """The context of a forward pass: bf16 autocast (parameters, gradients and optimizer state stay
+    float32; the checkpointing methods recompute under the same autocast), else none."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
 def make_scheduler(optimizer, trainer: DictConfig):
     if trainer.schedule == "step":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(trainer.milestones), trainer.gamma)
@@ -82,16 +94,19 @@ def resident_mib(model, optimizer) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, loader) -> tuple[float, float]:
+def evaluate(model, loader, context: Distributed, forward_context=contextlib.nullcontext) -> tuple[float, float]:
+    """Test loss and accuracy; each rank evaluates its shard of every batch and the sums are pooled."""
     model.eval()
-    loss_sum = correct = 0
+    totals = torch.zeros(3, dtype=torch.float64, device=loader.device)  # loss sum, correct, count
     for images, labels in loader:
-        logits = model(images)
-        loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
+        with forward_context():
+            logits = model(images)
+        totals[0] += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+        totals[1] += (logits.argmax(1) == labels).sum()
+        totals[2] += len(labels)
     model.train()
-    count = len(loader.labels)
-    return float(loss_sum) / count, float(correct) / count
+    loss_sum, correct, count = context.sum(totals).tolist()
+    return loss_sum / count, correct / count
 
 
 def nfe_counts(model) -> dict[str, int]:
@@ -101,6 +116,7 @@ def nfe_counts(model) -> dict[str, int]:
         "nfe/forward": sum(i.nfe_forward for i in infos),
         "nfe/backward": sum(i.nfe_backward for i in infos),
         "nfe/rejected": sum(i.n_rejected + i.n_rejected_backward for i in infos),
+        "nfe/host_syncs": sum(i.host_syncs + i.host_syncs_backward for i in infos),  # 0 on fixed grids
     }
 
 
@@ -114,8 +130,9 @@ def git_revision() -> str | None:
         return None
 
 
-def training_step(model, optimizer, images, labels, profile_cpu: bool):
-    """One SGD step. Returns (logits, loss, peak MiB or None, activation MiB or None).
+def training_step(model, optimizer, images, labels, profile_cpu: bool, forward_context=contextlib.nullcontext):
+    """One SGD step, its forward and loss under `forward_context()` (autocast for bf16).
+    Returns (logits, loss, peak MiB or None, activation MiB or None).
 
     CUDA: the allocator's peak over the step, every step; activation = peak minus what was
     resident before it (parameters, gradients, optimizer state, data). CPU: only when
@@ -124,8 +141,9 @@ def training_step(model, optimizer, images, labels, profile_cpu: bool):
     """
 
     def step():
-        logits = model(images)
-        loss = torch.nn.functional.cross_entropy(logits, labels)
+        with forward_context():
+            logits = model(images)
+            loss = torch.nn.functional.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -191,10 +209,21 @@ def set_rng_states(states: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train as configured, writing TensorBoard events and metrics.json into run_dir. Returns the metrics."""
+class _NoWriter:
+    """Stands in for the SummaryWriter on ranks other than 0, which log nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, context: Distributed = Distributed()) -> dict:
+    """Train as configured, writing TensorBoard events and metrics.json into run_dir. Returns the metrics.
+
+    Under torchrun (`context` from distributed.from_environment) every rank trains on its slice of
+    each batch and only rank 0 writes events, checkpoints, metrics.json and the progress bar.
+    """
     trainer, check = cfg.trainer, cfg.grad_check
-    device = pick_device(trainer.device)
+    device = device or pick_device(trainer.device)
     if trainer.threads is not None:
         torch.set_num_threads(trainer.threads)
     if trainer.seed is not None:
@@ -204,29 +233,45 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     data = cfg.dataset
     train_split, test_split = load_data(cfg)
     mean, std = channel_stats(train_split)
-    loader_args = dict(device=device, mean=mean, std=std, generator=generator)
-    train_loader = DeviceLoader(train_split, trainer.batch_size, augment=True, shuffle=True, drop_last=True, **loader_args)
-    test_loader = DeviceLoader(test_split, trainer.eval_batch_size, augment=False, shuffle=False, drop_last=False, **loader_args)
+    loader_args = dict(device=device, mean=mean, std=std, generator=generator, dtype=DTYPES[trainer.precision])
+    shard = (context.rank, context.world_size)
+    train_loader = DeviceLoader(train_split, trainer.batch_size, augment=True, shuffle=True, drop_last=True, shard=shard,
+                                **loader_args)
+    test_loader = DeviceLoader(test_split, trainer.eval_batch_size, augment=False, shuffle=False, drop_last=False,
+                               shard=shard, **loader_args)
     probe_images, probe_labels = next(iter(DeviceLoader(
         train_split, check.batch_size, augment=False, shuffle=False, drop_last=False, **loader_args)))
 
-    model = make_model(cfg, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=trainer.lr, momentum=trainer.momentum, weight_decay=trainer.weight_decay)
+    net = make_model(cfg, device).to(DTYPES[trainer.precision])  # what evaluation, the probe and checkpoints use
+    forward_context = lambda: autocast(trainer.precision, device)  # noqa: E731
+    memory_format = torch.channels_last if trainer.channels_last else torch.contiguous_format
+    net = net.to(memory_format=memory_format)
+    if trainer.compile:
+        for block in net.ode_blocks:  # f only: the solver loop and the gradient methods stay Python
+            block.func.compile()
+    model = net  # what a training step runs: under torchrun the DDP wrapper, which averages gradients
+    if context.active:
+        if trainer.sync_bn:
+            net = with_sync_batchnorm(net, device)
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.SGD(net.parameters(), lr=trainer.lr, momentum=trainer.momentum, weight_decay=trainer.weight_decay)
     scheduler = make_scheduler(optimizer, trainer)
     progress = Progress()
     if trainer.resume:
         state, path = load_checkpoint(run_dir if trainer.resume is True else Path(trainer.resume), map_location=device)
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         progress = Progress(**state["progress"])
         set_rng_states(state["rng"], device)
         log.info(f"resuming from {path}: epoch {progress.epoch + 1}, step {progress.step}")
     # purge_step drops events a killed run logged after its last checkpoint
-    writer = SummaryWriter(str(run_dir), purge_step=progress.step if trainer.resume else None)
+    writer = SummaryWriter(str(run_dir), purge_step=progress.step if trainer.resume else None) if context.is_main else _NoWriter()
 
     def checkpoint():
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        if not context.is_main:
+            return None
+        state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "progress": asdict(progress), "rng": rng_states(device)}
         return save_checkpoint(run_dir, progress.step, state, keep=trainer.keep_checkpoints)
     steps_per_epoch = len(train_loader) if trainer.max_steps_per_epoch is None else min(len(train_loader), trainer.max_steps_per_epoch)
@@ -243,24 +288,29 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         for _ in range(progress.step_in_epoch):  # a resumed epoch replays the loader's draws of the steps done
             next(batches)
         epoch_start = time.perf_counter()
-        loss_sum = torch.tensor(progress.loss_sum, device=device)
-        correct = torch.tensor(progress.correct, device=device)
-        seen, step = progress.seen, progress.step
+        # this process's epoch sums; rank 0 carries a resumed checkpoint's (all ranks' sums before it)
+        carried = progress if context.is_main else Progress()
+        loss_sum = torch.tensor(carried.loss_sum, device=device)
+        correct = torch.tensor(carried.correct, device=device)
+        seen, step = carried.seen, progress.step
         window_start, window_steps, window_peak, untimed_images = time.perf_counter(), 0, 0.0, 0
-        bar = tqdm(range(progress.step_in_epoch, steps_per_epoch), desc=f"epoch {epoch + 1}/{trainer.epochs}", leave=False)
+        bar = tqdm(range(progress.step_in_epoch, steps_per_epoch), desc=f"epoch {epoch + 1}/{trainer.epochs}", leave=False,
+                   disable=not context.is_main)
         for _ in bar:
             images, labels = next(batches)
+            images = images.contiguous(memory_format=memory_format)
             check_start = time.perf_counter()
-            measure_step = check.every and step % check.every == 0
+            measure_step = check.every and step % check.every == 0 and context.is_main
             try:  # a solver failure (NonFiniteStateError, MaxStepsError) is a result: the run diverged
-                if measure_step:
-                    errors = gradient_error(model, probe_images, probe_labels, reference=check.reference,
-                                            fine_factor=check.fine_factor)
+                if measure_step:  # on copies with plain BatchNorm, so rank 0 probes without the others
+                    with forward_context():  # the model's gradient as it trains; the reference is float64 regardless
+                        errors = gradient_error(local_copy(net) if context.active else net, probe_images, probe_labels,
+                                                reference=check.reference, fine_factor=check.fine_factor)
                     for tag, value in errors.items():
                         writer.add_scalar(tag, value, step)
                     history["grad_error/rel_l2"].append(errors["grad_error/rel_l2"])
                 probe_end = time.perf_counter()
-                logits, loss, peak, activation = training_step(model, optimizer, images, labels, profile_cpu=measure_step)
+                logits, loss, peak, activation = training_step(model, optimizer, images, labels, measure_step, forward_context)
             except (NonFiniteStateError, MaxStepsError) as error:
                 status, failure = "diverged", f"step {step}: {error}"
                 log.warning(f"stopping: {failure}")
@@ -280,9 +330,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             seen += len(labels)
             step += 1
             window_steps += 1
-            progress.last_nfe = nfe_counts(model)  # before evaluation overwrites the blocks' last solve
-            if step % trainer.log_every == 0 or step % steps_per_epoch == 0:
-                step_loss = float(loss.detach())  # one read-back per log window, which also synchronizes timing
+            progress.last_nfe = nfe_counts(net)  # before evaluation overwrites the blocks' last solve
+            log_step = step % trainer.log_every == 0 or step % steps_per_epoch == 0
+            if log_step:
+                # one read-back per log window, which also synchronizes timing; the loss is the global batch's
+                step_loss = float(context.sum(loss.detach().clone())) / context.world_size
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 step_ms = (time.perf_counter() - window_start) * 1e3 / max(window_steps, 1)
@@ -294,33 +346,38 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                     writer.add_scalar("memory/peak_mib", window_peak, step)
                     history["memory/peak_mib"].append(window_peak)
                 history["time/step_ms"].append(step_ms)
-                bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{float(correct) / seen:.3f}")
+                bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{float(correct) / max(seen, 1):.3f}")
                 window_start, window_steps, window_peak = time.perf_counter(), 0, 0.0
                 if not math.isfinite(step_loss):
                     status, failure = "diverged", f"step {step}: training loss {step_loss}"
                     log.warning(f"stopping: {failure}")
                     break
-            if stop.signum is not None:
+            # ranks stop together: under torchrun they agree at log steps, where they synchronize anyway
+            if (context.any(stop.signum is not None) if log_step else stop.signum is not None and not context.active):
                 progress.step, progress.step_in_epoch = step, progress.step_in_epoch + (step - progress.step)
-                progress.loss_sum, progress.correct, progress.seen = float(loss_sum), int(correct), seen
+                progress.loss_sum, progress.correct, progress.seen = epoch_sums(context, loss_sum, correct, seen)
                 path = checkpoint()
                 writer.close()
                 stop.__exit__()
-                log.warning(f"signal {stop.signum}: checkpoint {path} written; continue with trainer.resume=true "
-                            f"hydra.run.dir={run_dir}")
-                raise SystemExit(128 + stop.signum)
+                signum = stop.signum or signal.SIGTERM  # a rank that got no signal stops with its peers
+                if context.is_main:
+                    log.warning(f"signal {signum}: checkpoint {path} written; continue with trainer.resume=true "
+                                f"\"hydra.run.dir='{run_dir}'\"")
+                raise SystemExit(128 + signum)
         bar.close()
         epoch_s = time.perf_counter() - epoch_start
-        # a resumed epoch times only the images after its checkpoint; profiled CPU steps are not timed
-        images_timed = seen - progress.seen - untimed_images
-        train_loss, train_acc = float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1)
+        # a resumed epoch times only the images after its checkpoint; profiled CPU steps (rank 0's, which
+        # every rank waits for) are not timed
+        images_timed = (seen - carried.seen - untimed_images) * context.world_size
+        loss_total, correct_total, seen = epoch_sums(context, loss_sum, correct, seen)
+        train_loss, train_acc = loss_total / max(seen, 1), correct_total / max(seen, 1)
         writer.add_scalar("train/acc", train_acc, step)
         writer.add_scalar("time/epoch_s", epoch_s, epoch + 1)
         writer.add_scalar("throughput/img_s", images_timed / epoch_s, epoch + 1)
         if status == "diverged":
             break
         writer.add_scalar("train/epoch_loss", train_loss, epoch + 1)
-        test_loss, test_acc = evaluate(model, test_loader)
+        test_loss, test_acc = evaluate(net, test_loader, context, forward_context)
         writer.add_scalar("test/loss", test_loss, epoch + 1)
         writer.add_scalar("test/acc", test_acc, epoch + 1)
         history["test/acc"].append(test_acc)
@@ -354,13 +411,24 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "dataset": data.name, "model": cfg.model.name, "solver": cfg.solver.name,
         "steps": cfg.solver.steps if cfg.solver.steps is not None else -1, "grad": cfg.grad.name,
         "lr": trainer.lr, "batch_size": trainer.batch_size, "seed": trainer.seed if trainer.seed is not None else -1,
+        "precision": trainer.precision, "processes": context.world_size,
     }
     final = {f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
     writer.add_text("run/status", status if failure is None else f"{status}: {failure}", step)
     writer.add_hparams(hparams, final, run_name=".")
     writer.close()
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if context.is_main:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def epoch_sums(context: Distributed, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, int, int]:
+    """The epoch's training loss sum, correct count and images so far, pooled over all ranks."""
+    if not context.active:
+        return float(loss_sum), int(correct), seen
+    local = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=loss_sum.device)])
+    total_loss, total_correct, total_seen = context.sum(local).tolist()
+    return total_loss, int(total_correct), int(total_seen)
 
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")  # the repository's configs/ (editable install)
@@ -370,17 +438,44 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")  # the repo
 def main(cfg: DictConfig) -> float | None:
     """Validate, refuse to overwrite, train; every refusal is one line on stderr and exit code 2."""
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    context = Distributed()
     try:
         validate(cfg, ode_settings)
+        context, device = from_environment(pick_device(cfg.trainer.device))
+        if context.active:
+            check_distributed(cfg, run_dir, context)
         earlier = [p.name for p in run_dir.iterdir() if p.name == "metrics.json" or p.name.startswith("events.out.tfevents")]
-        if earlier and not cfg.trainer.resume:
+        if context.any(bool(earlier) and not cfg.trainer.resume):
             raise ConfigError(f"{run_dir} already holds a run ({', '.join(sorted(earlier))}); nothing was overwritten: "
                               f"choose another hydra.run.dir, or continue it with trainer.resume=true")
-        metrics = train(cfg, run_dir)
+        context.barrier()  # every rank has looked before rank 0 writes
+        metrics = train(cfg, run_dir, device, context)
     except (ConfigError, DataError, CheckpointError) as error:
-        print(f"anode-train: {error}", file=sys.stderr)
+        if context.is_main:
+            print(f"anode-train: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        shutdown(context)
     return metrics["test/acc"]
+
+
+def check_distributed(cfg: DictConfig, run_dir: Path, context: Distributed) -> None:
+    """What torchrun needs beyond a single-process config; every rank raises the same ConfigError.
+    Ranks other than 0 drop Hydra's log file handler (rank 0 alone writes <run dir>/train.log)."""
+    trainer = cfg.trainer
+    if trainer.batch_size % context.world_size:
+        raise ConfigError(f"trainer.batch_size={trainer.batch_size} must be divisible by the {context.world_size} "
+                          f"torchrun processes (each trains on batch_size / processes images)")
+    if context.any(str(run_dir) != context.broadcast(str(run_dir))):
+        raise ConfigError("the torchrun processes got different run directories; pass one with hydra.run.dir=DIR")
+    if trainer.sync_bn and cfg.solver.name in ("heun_euler", "bosh3", "dopri5"):
+        raise ConfigError(f"trainer.sync_bn=true cannot run the adaptive solver {cfg.solver.name}: each rank picks its "
+                          f"own steps, so their BatchNorm all_reduces would not pair up; use a fixed-step solver or sync_bn=false")
+    if not context.is_main:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
+        root.setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":
