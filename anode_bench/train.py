@@ -243,6 +243,8 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         train_split, check.batch_size, augment=False, shuffle=False, drop_last=False, **loader_args)))
 
     net = make_model(cfg, device).to(DTYPES[trainer.precision])  # what evaluation, the probe and checkpoints use
+    if context.active and trainer.sync_bn:
+        net = with_sync_batchnorm(net, device)
     forward_context = lambda: autocast(trainer.precision, device)  # noqa: E731
     memory_format = torch.channels_last if trainer.channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
@@ -251,8 +253,6 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
             block.func.compile()
     model = net  # what a training step runs: under torchrun the DDP wrapper, which averages gradients
     if context.active:
-        if trainer.sync_bn:
-            net = with_sync_batchnorm(net, device)
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.SGD(net.parameters(), lr=trainer.lr, momentum=trainer.momentum, weight_decay=trainer.weight_decay)
     scheduler = make_scheduler(optimizer, trainer)
