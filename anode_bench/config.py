@@ -81,7 +81,7 @@ class TrainerConfig:
     log_every: int = 50
     max_steps_per_epoch: Optional[int] = None
     eval_batch_size: int = 500
-    resume: Any = False  # false, true (this run dir's newest checkpoint) or a checkpoint file / run dir
+    resume: Any = False  # false, true (this run dir's newest checkpoint), auto, or a checkpoint file / run dir
     keep_checkpoints: int = 2
 
     def __post_init__(self):
@@ -109,7 +109,7 @@ class TrainerConfig:
         _require(self.log_every >= 1, f"trainer.log_every must be >= 1, got {self.log_every}")
         _require(self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
                  f"trainer.max_steps_per_epoch must be >= 1 or null, got {self.max_steps_per_epoch}")
-        _require(isinstance(self.resume, (bool, str)), f"trainer.resume must be true, false or a path, got {self.resume!r}")
+        _require(isinstance(self.resume, (bool, str)), f"trainer.resume must be true, false, auto or a path, got {self.resume!r}")
         _require(self.keep_checkpoints >= 2, f"trainer.keep_checkpoints must be >= 2 (one may be cut by a kill), got {self.keep_checkpoints}")
 
 

@@ -56,6 +56,20 @@ class Distributed:
         device = "cuda" if dist.get_backend() == "nccl" else "cpu"
         return bool(self.sum(torch.tensor([float(flag)], device=device)) > 0)
 
+    def first_message(self, message: str | None) -> str | None:
+        """The first rank's non-None `message`, on every rank (None if no rank has one)."""
+        if not self.active:
+            return message
+        messages = [None] * self.world_size
+        dist.all_gather_object(messages, message)
+        return next((m for m in messages if m is not None), None)
+
+    def broadcast_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank."""
+        if self.active:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
     def broadcast(self, value):
         """Rank 0's `value` (a picklable object) on every rank."""
         if not self.active:

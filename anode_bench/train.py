@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, save_checkpoint
 from .config import ConfigError, validate
 from .data import DataError, DeviceLoader, channel_stats, load_splits
 from .distributed import Distributed, from_environment, local_copy, shutdown, with_sync_batchnorm
@@ -60,6 +61,22 @@ def load_data(cfg: DictConfig):
         data.name, num_classes=data.num_classes, root=data.root, path=data.path, download=data.download,
         train_size=data.train_size, test_size=data.test_size, seed=cfg.trainer.seed or 0,
     )
+
+
+def load_data_once(cfg: DictConfig, context: Distributed):
+    """load_data, rank 0 first under torchrun: a download lands once, and the other ranks read it."""
+    if not context.active:
+        return load_data(cfg)
+    splits = failure = None
+    if context.is_main:
+        try:
+            splits = load_data(cfg)
+        except DataError as error:
+            failure = str(error)
+    failure = context.first_message(failure)
+    if failure is not None:
+        raise DataError(failure)
+    return splits or load_data(cfg)
 
 
 def make_model(cfg: DictConfig, device: torch.device):
@@ -99,9 +116,12 @@ def evaluate(model, loader, context: Distributed, forward_context=contextlib.nul
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=loader.device)  # loss sum, correct, count
     for images, labels in loader:
-        with forward_context():
+        if not len(labels):  # a last batch smaller than the number of ranks leaves some ranks nothing
+            continue
+        with forward_context():  # cross_entropy runs in float32 under autocast
             logits = model(images)
-        totals[0] += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+            loss_sum = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+        totals[0] += loss_sum
         totals[1] += (logits.argmax(1) == labels).sum()
         totals[2] += len(labels)
     model.train()
@@ -130,8 +150,20 @@ def git_revision() -> str | None:
         return None
 
 
-def training_step(model, optimizer, images, labels, profile_cpu: bool, forward_context=contextlib.nullcontext):
+class StepFailure(RuntimeError):
+    """A training step's ODE solve failed (on this rank or, under torchrun, on another): the run diverged."""
+
+
+def raise_failure(failure: Exception | None) -> None:
+    if failure is not None:
+        raise failure
+
+
+def training_step(model, optimizer, images, labels, profile_cpu: bool, forward_context=contextlib.nullcontext,
+                  before_backward=raise_failure):
     """One SGD step, its forward and loss under `forward_context()` (autocast for bf16).
+    A solver failure in the forward (NonFiniteStateError, MaxStepsError) goes to
+    `before_backward(failure or None)`, which raises (under torchrun once every rank knows).
     Returns (logits, loss, peak MiB or None, activation MiB or None).
 
     CUDA: the allocator's peak over the step, every step; activation = peak minus what was
@@ -141,9 +173,14 @@ def training_step(model, optimizer, images, labels, profile_cpu: bool, forward_c
     """
 
     def step():
-        with forward_context():
-            logits = model(images)
-            loss = torch.nn.functional.cross_entropy(logits, labels)
+        failure = logits = loss = None
+        try:
+            with forward_context():
+                logits = model(images)
+                loss = torch.nn.functional.cross_entropy(logits, labels)
+        except (NonFiniteStateError, MaxStepsError) as error:
+            failure = error
+        before_backward(failure)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -231,7 +268,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     generator = torch.Generator(device).manual_seed(trainer.seed if trainer.seed is not None else torch.seed())
 
     data = cfg.dataset
-    train_split, test_split = load_data(cfg)
+    train_split, test_split = load_data_once(cfg, context)
     mean, std = channel_stats(train_split)
     loader_args = dict(device=device, mean=mean, std=std, generator=generator, dtype=DTYPES[trainer.precision])
     shard = (context.rank, context.world_size)
@@ -265,8 +302,9 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         progress = Progress(**state["progress"])
         set_rng_states(state["rng"], device)
         log.info(f"resuming from {path}: epoch {progress.epoch + 1}, step {progress.step}")
-    # purge_step drops events a killed run logged after its last checkpoint
-    writer = SummaryWriter(str(run_dir), purge_step=progress.step if trainer.resume else None) if context.is_main else _NoWriter()
+    # purge_step drops events a killed run logged after its last checkpoint (or, restarted by resume=auto, at all)
+    purge_step = progress.step if any(run_dir.glob("events.out.tfevents.*")) else None
+    writer = SummaryWriter(str(run_dir), purge_step=purge_step) if context.is_main else _NoWriter()
 
     def checkpoint():
         if not context.is_main:
@@ -279,6 +317,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         raise ValueError(f"trainer.batch_size={trainer.batch_size} exceeds the {len(train_split.labels)} training images")
 
     history, status, failure, step = progress.history, "completed", None, progress.step
+    may_fail = any(block.plan.grid is None for block in net.ode_blocks)  # adaptive solves: MaxStepsError and the like
     stop = StopRequest().__enter__()
     for epoch in range(progress.epoch, trainer.epochs):
         if progress.step_in_epoch == 0:
@@ -301,6 +340,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
             images = images.contiguous(memory_format=memory_format)
             check_start = time.perf_counter()
             measure_step = check.every and step % check.every == 0 and context.is_main
+            probe_failure = None
             try:  # a solver failure (NonFiniteStateError, MaxStepsError) is a result: the run diverged
                 if measure_step:  # on copies with plain BatchNorm, so rank 0 probes without the others
                     with forward_context():  # the model's gradient as it trains; the reference is float64 regardless
@@ -309,10 +349,27 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
                     for tag, value in errors.items():
                         writer.add_scalar(tag, value, step)
                     history["grad_error/rel_l2"].append(errors["grad_error/rel_l2"])
-                probe_end = time.perf_counter()
-                logits, loss, peak, activation = training_step(model, optimizer, images, labels, measure_step, forward_context)
             except (NonFiniteStateError, MaxStepsError) as error:
-                status, failure = "diverged", f"step {step}: {error}"
+                probe_failure = error
+            probe_end = time.perf_counter()
+
+            def before_backward(failure, step=step, probe_failure=probe_failure):
+                """Every rank learns of a failure before DDP's backward collectives (adaptive solves can
+                fail on one rank only; fixed grids in training cannot fail, so they skip the exchange)."""
+                failure = failure or probe_failure
+                message = f"step {step}: {failure}" if failure is not None else None
+                if context.active and may_fail:
+                    message = context.first_message(message)
+                if message is not None:
+                    raise StepFailure(message)
+
+            try:
+                logits, loss, peak, activation = training_step(model, optimizer, images, labels, measure_step,
+                                                               forward_context, before_backward)
+            except (StepFailure, NonFiniteStateError, MaxStepsError) as error:  # the latter two: from backward
+                if context.active and not isinstance(error, StepFailure):
+                    raise  # one rank's backward failed amid DDP's collectives: end the process group (torchrun)
+                status, failure = "diverged", str(error) if isinstance(error, StepFailure) else f"step {step}: {error}"
                 log.warning(f"stopping: {failure}")
                 break
             if peak is not None:
@@ -357,6 +414,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
                 progress.step, progress.step_in_epoch = step, progress.step_in_epoch + (step - progress.step)
                 progress.loss_sum, progress.correct, progress.seen = epoch_sums(context, loss_sum, correct, seen)
                 path = checkpoint()
+                context.barrier()  # no rank exits (which makes torchrun stop the others) before rank 0 has written
                 writer.close()
                 stop.__exit__()
                 signum = stop.signum or signal.SIGTERM  # a rank that got no signal stops with its peers
@@ -377,6 +435,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         if status == "diverged":
             break
         writer.add_scalar("train/epoch_loss", train_loss, epoch + 1)
+        context.broadcast_buffers(net)  # without sync BN each rank's running statistics saw only its shard
         test_loss, test_acc = evaluate(net, test_loader, context, forward_context)
         writer.add_scalar("test/loss", test_loss, epoch + 1)
         writer.add_scalar("test/acc", test_acc, epoch + 1)
@@ -444,14 +503,21 @@ def main(cfg: DictConfig) -> float | None:
         context, device = from_environment(pick_device(cfg.trainer.device))
         if context.active:
             check_distributed(cfg, run_dir, context)
+        auto = cfg.trainer.resume == "auto"
+        if auto:
+            finished = run_dir / "metrics.json"
+            if finished.exists():  # a requeued job whose run had already ended: leave it as it is
+                log.info(f"{run_dir} already holds a finished run; trainer.resume=auto leaves it untouched")
+                return json.loads(finished.read_text())["test/acc"]
+            cfg.trainer.resume = any(checkpoint_dir(run_dir).glob("step_*.pt"))  # else start afresh, here
         earlier = [p.name for p in run_dir.iterdir() if p.name == "metrics.json" or p.name.startswith("events.out.tfevents")]
-        if context.any(bool(earlier) and not cfg.trainer.resume):
+        if context.any(bool(earlier) and not cfg.trainer.resume and not auto):
             raise ConfigError(f"{run_dir} already holds a run ({', '.join(sorted(earlier))}); nothing was overwritten: "
                               f"choose another hydra.run.dir, or continue it with trainer.resume=true")
         context.barrier()  # every rank has looked before rank 0 writes
         metrics = train(cfg, run_dir, device, context)
     except (ConfigError, DataError, CheckpointError) as error:
-        if context.is_main:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
             print(f"anode-train: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:

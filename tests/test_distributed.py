@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from anode_bench.distributed import SyncBatchNorm2d
+from anode_bench.distributed import Distributed, SyncBatchNorm2d
 
 TORCHRUN = shutil.which("torchrun")
 RUN = ["experiment=smoke", "grad=aca", "solver=rk4", "trainer.precision=fp64", "dataset.train_size=256", "dataset.test_size=100",
@@ -169,3 +169,26 @@ def test_sigterm_to_torchrun_checkpoints_once_and_resume_ends_as_an_uninterrupte
     metrics = [{k: v for k, v in json.loads((d / "metrics.json").read_text()).items()
                 if not k.startswith(("time/", "memory/"))} for d in (interrupted, uninterrupted)]
     assert metrics[0] == metrics[1]
+
+
+def test_an_adaptive_solve_that_fails_ends_both_ranks_as_diverged(tmp_path):
+    """An adaptive solve past max_steps is a result, not a crash, under torchrun too: the ranks
+    exchange failures between forward and backward, so none waits in DDP's backward for the others."""
+    run_dir = tmp_path / "run"
+    result = two_processes([*RUN, "solver=heun_euler", "solver.max_steps=3", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and "needed more than max_steps=3" in metrics["failure"]
+
+
+def _first_message_rank(rank, world_size, init_file, results):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    context = Distributed(rank, world_size)
+    results[rank] = (context.first_message("solve failed on rank 1" if rank == 1 else None), context.first_message(None))
+    dist.destroy_process_group()
+
+
+def test_a_failure_on_one_rank_reaches_every_rank(tmp_path):
+    results = mp.Manager().dict()
+    mp.spawn(_first_message_rank, args=(2, tmp_path / "init", results), nprocs=2)
+    assert dict(results) == {0: ("solve failed on rank 1", None), 1: ("solve failed on rank 1", None)}

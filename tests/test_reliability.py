@@ -57,6 +57,33 @@ def test_sigterm_checkpoints_and_resume_ends_with_the_same_metrics(tmp_path):
     assert len(list((uninterrupted / "checkpoints").glob("*.pt"))) == 2  # the newest two are kept
 
 
+def test_resume_auto_lets_a_requeued_job_run_the_same_command_again(tmp_path):
+    """trainer.resume=auto (for cluster requeues, which repeat the command): a fresh dir starts, a
+    dir with a checkpoint continues (as resume=true, whose equivalence the test above shows), and
+    a finished run is left untouched with exit 0."""
+    run_dir = tmp_path / "run"
+    command = [*RUN, f"hydra.run.dir={run_dir}", "trainer.resume=auto"]
+    process = anode_train(command, tmp_path)
+    deadline = time.time() + 240
+    while not (run_dir / "checkpoints").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert finished(process)[0] == 128 + signal.SIGTERM
+
+    code, stderr = finished(anode_train(command, tmp_path))
+    assert code == 0, stderr[-2000:]
+    assert "resuming from" in (run_dir / "train.log").read_text()
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
+    written = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts and p.name != "train.log"}
+
+    code, stderr = finished(anode_train(command, tmp_path))
+    assert code == 0, stderr[-2000:]
+    assert "already holds a finished run" in (run_dir / "train.log").read_text()
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts and p.name != "train.log"}
+    assert after == written  # metrics, events and checkpoints untouched
+
+
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     save_checkpoint(tmp_path, 4, {"step": 4})
     save_checkpoint(tmp_path, 8, {"step": 8})

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 RUN = ["experiment=smoke", "grad=aca", "solver=rk4", "dataset.train_size=256", "dataset.test_size=64",
@@ -40,6 +41,8 @@ def test_bf16_trains_under_autocast_and_the_probe_measures_against_float64(tmp_p
     # amplifies rounding), bf16 0.2 to 0.25; a reference computed in bf16 would hide the difference
     assert min(bf16["grad_error/rel_l2"]) > 30 * max(fp32["grad_error/rel_l2"])
     assert bf16["train/loss"] != fp32["train/loss"]
+    state = torch.load(next((tmp_path / "bf16" / "checkpoints").glob("step_*.pt")), map_location="cpu")
+    assert {t.dtype for t in state["model"].values() if t.is_floating_point()} == {torch.float32}  # autocast, not .bfloat16()
 
 
 @pytest.mark.slow

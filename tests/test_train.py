@@ -20,7 +20,7 @@ GROUPS = {group: sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"
           for group in ("dataset", "model", "solver", "grad", "trainer", "grad_check", "experiment")}
 TAGS = {
     "train/loss", "train/acc", "test/loss", "test/acc", "grad_error/rel_l2", "grad_error/cosine", "grad_error/block_0",
-    "memory/peak_mib", "memory/activation_mib", "nfe/forward", "nfe/backward", "nfe/rejected",
+    "memory/peak_mib", "memory/activation_mib", "nfe/forward", "nfe/backward", "nfe/rejected", "nfe/host_syncs",
     "time/step_ms", "time/epoch_s", "throughput/img_s",
 }
 SMOKE = ["experiment=smoke", "trainer.max_steps_per_epoch=3", "trainer.log_every=2", "grad_check.every=2",

@@ -31,7 +31,8 @@ class SolveInfo:
     product of it. `direct`'s backward evaluates nothing (VJPs of the recorded graph only).
     host_syncs* count host read-backs of tensor values by the solve loops (stepping._value):
     0 on fixed grids (1 with check_finite, the end-state check); adaptive: one per attempted
-    step plus the starting-step guess. Each read-back synchronizes a CUDA device.
+    step plus two for the starting-step guess (one when `direct` differentiates the controller).
+    Each read-back synchronizes a CUDA device.
     """
 
     ts: list[float] = field(default_factory=list)
