@@ -7,12 +7,13 @@ CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus what 
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from typing import Callable
 
 import torch
+
+from .ode.method import autocast_as, autocast_state
 
 MIB = 2**20
 
@@ -126,15 +127,11 @@ def _reference_gradient(model, probe, images, labels, reference, fine_factor, rn
         return _model_gradient(exact, images.double(), labels)
 
 
-def _autocast_disabled(device_type: str) -> contextlib.ExitStack:
+def _autocast_disabled(device_type: str):
     """Autocast off for CPU, CUDA and device_type, whatever the caller enabled: the reference is
     float64 for real (autocast leaves float64 operands alone today, but nothing in the reference
     should depend on that, nor on a float32 tensor reaching it)."""
-    stack = contextlib.ExitStack()
-    for kind in dict.fromkeys(("cpu", "cuda", device_type)):
-        if torch.amp.is_autocast_available(kind):
-            stack.enter_context(torch.autocast(kind, enabled=False))
-    return stack
+    return autocast_as([(kind, False, dtype, cache) for kind, _, dtype, cache in autocast_state(device_type)])
 
 
 def _ode_block_prefixes(model) -> list[str]:

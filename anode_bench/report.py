@@ -58,6 +58,7 @@ LAYOUT = {
         "NFE forward": ["Multiline", [r"^nfe/forward$"]],
         "NFE backward": ["Multiline", [r"^nfe/backward$"]],
         "NFE rejected": ["Multiline", [r"^nfe/rejected$"]],
+        "host syncs in solves": ["Multiline", [r"^nfe/host_syncs$"]],
     },
 }
 

@@ -353,7 +353,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
                 probe_failure = error
             probe_end = time.perf_counter()
 
-            def before_backward(failure, step=step, probe_failure=probe_failure):
+            def before_backward(failure):  # called within this step's training_step
                 """Every rank learns of a failure before DDP's backward collectives (adaptive solves can
                 fail on one rank only; fixed grids in training cannot fail, so they skip the exchange)."""
                 failure = failure or probe_failure
