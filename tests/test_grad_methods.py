@@ -103,8 +103,10 @@ def test_adjoint_gradient_is_far_from_exact_for_relu_batchnorm():
 def test_nfe_on_fixed_grids_is_stages_times_steps(solver, steps):
     """forward s·N_t for every method; backward 0 for direct, s·N_t for adjoint, anode and aca,
     s·(T(N_t, K) + 1) for revolve (= s·N_t while N_t <= K + 1: T = N_t - 1), (2s - 1)·N_t for
-    symplectic (s - 1 graph-free stage recomputes and s evaluations with a VJP per step).
-    mali runs solver alf only; its NFE is in test_grad_methods_extra.py."""
+    symplectic (s - 1 graph-free stage recomputes and s evaluations with a VJP per step);
+    interpolated evaluates f(t1, z1) once more in the forward when a node lies inside the last step
+    (with its default K = 8 for N_t <= 3). mali runs solver alf only; its NFE, and interpolated's
+    for every K, are in test_grad_methods_extra.py."""
     func, y0 = conv_problem()
     stages = SOLVERS[solver].solution_stages
     backward = {
@@ -114,7 +116,7 @@ def test_nfe_on_fixed_grids_is_stages_times_steps(solver, steps):
     }
     for grad in [g for g in GRAD_METHODS if g not in SOLVER_OF]:
         _, info, _ = gradient(func, y0, grad, solver=solver, steps=steps)
-        assert info.nfe_forward == stages * steps
+        assert info.nfe_forward == stages * steps + (grad == "interpolated"), grad
         assert info.nfe_backward == backward.get(grad, stages * steps), grad
 
 

@@ -6,18 +6,24 @@
 - symplectic keeps aca's N states but the graph of one f evaluation, not of a whole step;
 - mali rebuilds the asynchronous leapfrog trajectory backwards: direct's gradient through solver
   alf, with memory constant in N_t;
-- the seminorm adjoint takes fewer reverse steps than the full-norm adjoint on adaptive solvers.
+- the seminorm adjoint takes fewer reverse steps than the full-norm adjoint on adaptive solvers;
+- the interpolated adjoint (Daulbaev et al. 2020) reads z(t) from K Chebyshev nodes kept in the
+  forward: the adjoint's gradient, converging geometrically in K, with memory constant in N_t.
 """
+import math
 from functools import lru_cache
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from problems import ConvBNReLU, TanhMLP, conv_problem, gradient, random_linear_ode, relative_error
+from problems import ConvBNReLU, LinearODE, TanhMLP, conv_problem, gradient, random_linear_ode, relative_error
 from test_solvers import log_slope
 
 from anode_bench.metrics import peak_memory_mib
-from anode_bench.ode import GRAD_METHODS, SOLVERS, ODEBlock, odeint
+from anode_bench.ode import GRAD_METHODS, SOLVERS, ODEBlock, make_plan, odeint
+from anode_bench.ode.stepping import integrate
+from anode_bench.ode.interpolated import NodeSampler, chebyshev_lobatto, lagrange_at
+from anode_bench.ode.method import CountedFunc
 from anode_bench.ode.revolve import advances, sweep_snapshots
 from anode_bench.train import CONFIG_DIR, ode_settings
 
@@ -197,11 +203,12 @@ STATE_MIB = 8 * 16 * 16 * 16 * 4 / 2**20  # one state z of the blocks above, flo
 
 @pytest.fixture(scope="module")
 def peaks():
-    """Seen (MiB, |z| = 0.125), N_t = 4, 12: aca 5.7, 9.9; symplectic 4.2, 8.3; revolve 5.2, 5.5;
-    mali (alf) 1.7, 1.7; direct at N_t = 1: 8.8."""
+    """Seen (MiB, |z| = 0.125), N_t = 4, 12: aca 5.7, 9.9; symplectic 4.1, 8.3; revolve 5.2, 5.5;
+    mali (alf) 3.5, 3.7; interpolated (K = 4) 3.5, 3.5; direct at N_t = 1: 8.8."""
     runs = [("direct", 1, {}), ("aca", 4, {}), ("aca", 12, {}), ("symplectic", 4, {}), ("symplectic", 12, {}),
             ("revolve", 4, {"checkpoints": 2}), ("revolve", 12, {"checkpoints": 2}),
-            ("mali", 4, {"solver": "alf"}), ("mali", 12, {"solver": "alf"})]
+            ("mali", 4, {"solver": "alf"}), ("mali", 12, {"solver": "alf"}),
+            ("interpolated", 4, {"nodes": 4}), ("interpolated", 12, {"nodes": 4})]
     result = {(grad, steps): training_step_peak_mib(grad, steps, **options) for grad, steps, options in runs}
     print(f"\n4 blocks, |z| = {STATE_MIB:.3f} MiB, rk4 (mali: alf); training-step peak MiB: {result}")
     return result
@@ -219,6 +226,12 @@ def test_mali_memory_is_constant_in_steps(peaks):
     """mali keeps (z, v) at t1 only and rebuilds the rest: no state per step (only the RNG state,
     5 KiB per step, for stochastic layers): less than one state per block over 8 more steps."""
     assert peaks["mali", 12] - peaks["mali", 4] < 4 * STATE_MIB, peaks
+
+
+def test_interpolated_memory_is_constant_in_steps(peaks):
+    """The forward keeps K = 4 node states per block whatever N_t: less than one state per block
+    over 8 more steps (aca grows by 8)."""
+    assert peaks["interpolated", 12] - peaks["interpolated", 4] < 4 * STATE_MIB, peaks
 
 
 def test_symplectic_holds_one_evaluation_graph_instead_of_a_step(peaks):
@@ -270,6 +283,132 @@ def test_seminorm_changes_nothing_on_a_grid():
     assert torch.equal(full, semi)
 
 
+# interpolated adjoint
+
+
+def nilpotent_linear_ode() -> LinearODE:
+    """dz/dt = A z with A = u vᵀ, v ⟂ u, so A² = 0: z(t) = (I + tA) z0 is linear in t, and every
+    Runge-Kutta stage, forward or reversed, lands on the exact trajectory."""
+    u, v = torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    v -= (v @ u) / (u @ u) * u
+    return LinearODE(torch.outer(u, v))
+
+
+@pytest.mark.parametrize("nodes", [2, 3, 8])
+@pytest.mark.parametrize("solver", FIXED + ADAPTIVE)
+def test_interpolated_equals_the_adjoint_when_z_is_linear_in_t(solver, nodes):
+    """Where the adjoint's reverse solve reconstructs z(t) exactly and the interpolant reproduces it,
+    both integrate the same a(t) and g_θ(t) at the same times: equal to rounding, on any grid."""
+    func, y0 = nilpotent_linear_ode(), torch.randn(3, 4, dtype=torch.float64)
+    for grid in ([0.0, 1.0], [0.0, 0.3, 0.45, 1.0]):
+        reference, _, _ = gradient(func, y0, "adjoint", solver=solver, grid=grid)
+        result, _, _ = gradient(func, y0, "interpolated", solver=solver, grid=grid, grad_options={"nodes": nodes})
+        assert relative_error(result, reference) <= 1e-12, grid
+
+
+def test_lagrange_interpolant_reproduces_polynomials_of_degree_below_k():
+    for nodes in (2, 3, 5, 9):
+        times = chebyshev_lobatto(0.25, 1.5, nodes)
+        assert times[0] == 0.25 and times[-1] == 1.5 and times == sorted(times)
+        coefficients = torch.randn(nodes, 3, dtype=torch.float64)
+
+        def poly(t):
+            return sum(c * t**i for i, c in enumerate(coefficients))
+
+        values = [poly(t) for t in times]
+        for t in torch.rand(20, dtype=torch.float64).mul(1.25).add(0.25).tolist() + times:
+            assert torch.allclose(lagrange_at(t, times, values), poly(t), rtol=0, atol=1e-12), (nodes, t)
+
+
+def test_lagrange_interpolant_converges_geometrically_for_a_smooth_function():
+    """exp on [0, 1]: the Chebyshev interpolation error falls by orders of magnitude per few nodes."""
+    errors = []
+    for nodes in (3, 5, 7, 9):
+        times = chebyshev_lobatto(0.0, 1.0, nodes)
+        values = [torch.tensor(math.exp(t), dtype=torch.float64) for t in times]
+        errors.append(max(abs(float(lagrange_at(t, times, values)) - math.exp(t)) for t in (0.07, 0.33, 0.61, 0.95)))
+    assert errors[-1] < 1e-9 and all(later < 1e-2 * earlier for earlier, later in zip(errors, errors[1:])), errors
+
+
+class CubicInTime(torch.nn.Module):
+    """dz/dt = 3t²·θ: z(t) = z0 + t³·θ, integrated exactly by rk4 and dopri5 (a quadrature of a
+    quadratic), and reproduced exactly by the cubic Hermite dense output."""
+
+    def __init__(self):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
+
+    def forward(self, t, z):
+        return 3 * t**2 * self.theta.expand_as(z)
+
+
+@pytest.mark.parametrize("solve_args", [dict(solver="rk4", steps=3), dict(solver="dopri5", rtol=1e-6, atol=1e-6)])
+def test_node_sampler_reads_z_at_the_nodes_from_the_accepted_steps(solve_args):
+    func, z0 = CountedFunc(CubicInTime()), torch.randn(2, 5, dtype=torch.float64)
+    plan = make_plan(**solve_args)
+    times = chebyshev_lobatto(0.0, 1.0, 7)
+    sampler = NodeSampler(times, plan.tableau)
+    with torch.no_grad():
+        z1, trajectory = integrate(func, z0, plan, on_step=sampler)
+        values = sampler.finish(func)
+        exact = [z0 + t**3 * func.func.theta for t in times]
+    assert len(trajectory.ts) > 2  # several steps, so nodes come from different ones
+    assert values[0] is z0 and values[-1] is z1  # the ends are the states themselves, not copies
+    for value, expected in zip(values, exact):
+        assert torch.allclose(value, expected, rtol=0, atol=1e-13)
+
+
+def test_interpolated_converges_to_the_continuous_gradient_geometrically_in_k():
+    """Smooth f (tanh MLP), rk4 N_t = 64 (discretization error 1e-11): the error against the
+    continuous gradient falls from 1e-2 (K = 2: z linear in t) to the solver's 1e-11 (seen: 1.4e-2,
+    2.2e-5, 3.0e-6, 1.9e-9, 8.4e-12 for K = 2, 3, 4, 6, 8), as the adjoint's (1.0e-11)."""
+    func, y0 = TanhMLP().double(), torch.randn(5, 6, dtype=torch.float64)
+    continuous, _, _ = gradient(func, y0, "direct", solver="rk4", steps=400)
+    errors = []
+    for nodes in (2, 3, 4, 6, 8):
+        result, _, _ = gradient(func, y0, "interpolated", solver="rk4", steps=64, grad_options={"nodes": nodes})
+        errors.append(relative_error(result, continuous))
+    assert errors[0] > 1e-3 and errors[-1] < 1e-10, errors
+    assert all(later < 0.5 * earlier for earlier, later in zip(errors, errors[1:])), errors
+
+
+@pytest.mark.parametrize("solver", ADAPTIVE)
+def test_interpolated_meets_the_tolerance_on_adaptive_solvers(solver):
+    """rtol = atol = 1e-5, K = 12 (seen: heun_euler 1.9e-6, bosh3 7.6e-6, dopri5 2.9e-5: dopri5's
+    few long steps leave the cubic dense output, O(h⁴), the larger error)."""
+    func, y0 = TanhMLP().double(), torch.randn(5, 6, dtype=torch.float64)
+    continuous, _, _ = gradient(func, y0, "direct", solver="rk4", steps=200)
+    result, _, _ = gradient(func, y0, "interpolated", solver=solver, rtol=1e-5, atol=1e-5, grad_options={"nodes": 12})
+    assert relative_error(result, continuous) < 1e-4
+
+
+def test_interpolated_forward_nfe_adds_the_end_slope_only_when_a_node_is_inside_the_last_step():
+    """forward s·N_t (+1: f(t1, z1) for a node inside the last step), backward s·N_t; the extra
+    evaluation leaves BatchNorm's running statistics as direct's."""
+    func, y0 = conv_problem()
+    for solver in ("euler", "rk4"):
+        stages = SOLVERS[solver].solution_stages
+        for steps in range(1, 6):
+            grid = [i / steps for i in range(steps + 1)]
+            _, _, ref_func = gradient(func, y0, "direct", solver=solver, steps=steps)
+            for nodes in range(2, 9):
+                _, info, result_func = gradient(func, y0, "interpolated", solver=solver, steps=steps, grad_options={"nodes": nodes})
+                inside_last = any(grid[-2] < t < 1.0 for t in chebyshev_lobatto(0.0, 1.0, nodes))
+                assert info.nfe_forward == stages * steps + inside_last, (solver, steps, nodes)
+                assert info.nfe_backward == stages * steps
+                assert_same_buffers(ref_func, result_func)
+
+
+def test_interpolated_stays_an_adjoint_on_relu_batchnorm_networks():
+    """ANODE's point holds for it too: optimize-then-discretize is not the gradient of the network
+    that ran. conv-BN-ReLU, euler N_t = 2: 0.45..0.51 from direct's (the adjoint: 0.49..0.58),
+    over seeds 0-2; interpolating z removes the reverse reconstruction, not that gap."""
+    func, y0 = conv_problem()
+    reference, _, _ = gradient(func, y0, "direct", solver="euler", steps=2)
+    result, _, _ = gradient(func, y0, "interpolated", solver="euler", steps=2)
+    assert relative_error(result, reference) > 0.1
+
+
 # options and configs
 
 
@@ -281,6 +420,9 @@ def test_seminorm_changes_nothing_on_a_grid():
         ("adjoint", {"norm": "l2"}, "grad.norm 'l2' unknown; choose from full, seminorm"),
         ("aca", {"checkpoints": 3}, "grad 'aca' has no option checkpoints; its options: none"),
         ("revolve", {"norm": "seminorm"}, "grad 'revolve' has no option norm; its options: checkpoints"),
+        ("interpolated", {"nodes": 1}, "grad.nodes must be an integer >= 2 (Chebyshev nodes, t0 and t1 included), got 1"),
+        ("interpolated", {"nodes": 4.0}, "grad.nodes must be an integer >= 2"),
+        ("interpolated", {"norm": "max"}, "grad.norm 'max' unknown; choose from full, seminorm"),
     ],
 )
 def test_bad_grad_options_raise_one_clear_error(grad, options, message):
@@ -296,6 +438,7 @@ def test_bad_grad_options_raise_one_clear_error(grad, options, message):
         (dict(grad="aca", solver="alf", steps=2), "grad 'aca' steps a Runge-Kutta tableau, not solver 'alf'"),
         (dict(grad="revolve", solver="alf", steps=2), "grad 'revolve' steps a Runge-Kutta tableau, not solver 'alf'"),
         (dict(grad="symplectic", solver="alf", steps=2), "grad 'symplectic' steps a Runge-Kutta tableau, not solver 'alf'"),
+        (dict(grad="interpolated", solver="alf", steps=2), "grad 'interpolated' steps a Runge-Kutta tableau, not solver 'alf'"),
         (dict(solver="alf", steps=2, eta=0.5), "solver alf needs a damping eta in (0, 1], not 0.5"),
         (dict(solver="alf", steps=2, eta=1.5), "solver alf needs a damping eta in (0, 1]"),
         (dict(solver="alf"), "fixed-step solver 'alf' needs steps"),
@@ -329,6 +472,7 @@ def composed(overrides):
     [
         (["grad=revolve", "grad.checkpoints=3"], "checkpoints", 3),
         (["grad=adjoint", "grad.norm=seminorm", "solver=dopri5"], "norm", "seminorm"),
+        (["grad=interpolated", "grad.nodes=5"], "nodes", 5),
     ],
 )
 def test_grad_config_keys_reach_the_method(overrides, option, value):

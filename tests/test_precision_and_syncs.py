@@ -202,12 +202,15 @@ def test_fixed_grid_solves_read_nothing_back(grad, solver, monkeypatch):
 
 @pytest.mark.parametrize("grad", list(GRAD_METHODS))
 def test_check_finite_costs_one_read_back_per_solve(grad, monkeypatch):
-    """The end-state check: once in the forward; once more for the adjoint's reverse solve (its
-    own solve); anode's recompute repeats the forward's states and does not check them again."""
+    """The end-state check: once in the forward; once more for the reverse solve of the adjoint and
+    the interpolated adjoint (their own solves); anode's recompute repeats the forward's states and does not check them again."""
     info, reads = solve_and_backward(grad, monkeypatch, solver=SOLVER_OF.get(grad, "heun"), steps=2)
     assert info.host_syncs == 1
-    assert info.host_syncs_backward == (1 if grad == "adjoint" else 0)
+    assert info.host_syncs_backward == (1 if grad in REVERSE_SOLVES else 0)
     assert reads == info.host_syncs + info.host_syncs_backward
+
+
+REVERSE_SOLVES = ("adjoint", "interpolated")  # the methods that integrate their own reverse ODE
 
 
 def attempts_from_nfe(solver: str, nfe: int, rejected: int) -> int:
@@ -228,12 +231,12 @@ def test_adaptive_solves_read_back_once_per_attempted_step(grad, solver, monkeyp
     """Forward: accepted + rejected + 2 (the starting step's probe h0 and its result); `direct`
     differentiates the controller, keeps dt a tensor and reads the ratio with the next dt in one
     read-back: accepted + rejected + 1 (the starting step). Backward: none on the accepted grid
-    (anode, aca, revolve, symplectic); the adjoint's adaptive reverse solve: its own attempts + 2."""
+    (anode, aca, revolve, symplectic); an adaptive reverse solve (adjoint, interpolated): its own attempts + 2."""
     info, reads = solve_and_backward(grad, monkeypatch, solver=solver, rtol=1e-3, atol=1e-5)
     accepted, rejected = len(info.ts) - 1, info.n_rejected
     assert accepted > 2
     assert info.host_syncs == accepted + rejected + (1 if grad == "direct" else 2)
-    if grad == "adjoint":
+    if grad in REVERSE_SOLVES:
         reverse_attempts = attempts_from_nfe(solver, info.nfe_backward, info.n_rejected_backward)
         assert info.host_syncs_backward == reverse_attempts + 2
     else:

@@ -24,10 +24,26 @@ import dataclasses
 import torch
 
 from .method import CheckpointMethod, vjp
-from .stepping import integrate
+from .stepping import SolvePlan, integrate
 
 
 NORMS = ("full", "seminorm")
+
+
+def reversed_plan(plan: SolvePlan) -> SolvePlan:
+    """The same solve from t1 back to t0: the grid reversed, or the same tolerances."""
+    grid = None if plan.grid is None else tuple(reversed(plan.grid))
+    return dataclasses.replace(plan, t0=plan.t1, t1=plan.t0, grid=grid)
+
+
+def reverse_dtype(z1: torch.Tensor, grad_z1: torch.Tensor, params) -> torch.dtype:
+    """The dtype of a reverse solve's state [.., a, g_θ]: at least float32, and the widest of z, a
+    and θ. Under bfloat16 autocast a bf16 block input would otherwise make the adjoint a(t) and the
+    gradient accumulator g_θ bf16 too; f still sees z in its forward dtype."""
+    dtype = torch.float32
+    for d in (z1.dtype, grad_z1.dtype, *(p.dtype for p in params)):
+        dtype = torch.promote_types(dtype, d)
+    return dtype
 
 
 class Adjoint(CheckpointMethod):
@@ -40,34 +56,38 @@ class Adjoint(CheckpointMethod):
             raise ValueError(f"grad.norm {self.norm!r} unknown; choose from {', '.join(NORMS)}")
 
     def backward(self, func, params, plan, trajectory, z0, z1, grad_z1, info):
-        shape, size = z1.shape, z1.numel()
-        param_sizes = [p.numel() for p in params]
-        # The augmented state [z, a, g_θ] is one tensor, held in at least float32 (and in the widest
-        # dtype of z, a and θ): under bfloat16 autocast a bf16 block input would otherwise make the
-        # adjoint a(t) and the gradient accumulator g_θ bf16 too. f still sees z in its forward dtype.
-        dtype = torch.float32
-        for d in (z1.dtype, grad_z1.dtype, *(p.dtype for p in params)):
-            dtype = torch.promote_types(dtype, d)
+        return solve_backwards(func, params, plan, z0, z1, grad_z1, info, norm=self.norm)
 
-        def augmented(t, state):
-            z = state[:size].view(shape).detach().to(z1.dtype).requires_grad_()
-            adj = state[size : 2 * size].view(shape)
-            f = func(t, z)
-            grad_z, *grad_params = vjp(f, (z, *params), adj.to(f.dtype))
-            return torch.cat(
-                [f.detach().reshape(-1), -grad_z.reshape(-1), *(-g.reshape(-1) for g in grad_params)]
-            ).to(dtype)
 
-        reverse = dataclasses.replace(
-            plan, t0=plan.t1, t1=plan.t0, grid=None if plan.grid is None else tuple(reversed(plan.grid))
-        )
-        start = torch.cat(
-            [z1.detach().reshape(-1).to(dtype), grad_z1.reshape(-1).to(dtype), z1.new_zeros(sum(param_sizes), dtype=dtype)]
-        )
-        norm_size = 2 * size if self.norm == "seminorm" else None
-        end, trajectory_back = integrate(augmented, start, reverse, norm_size=norm_size)
-        info.n_rejected_backward += trajectory_back.n_rejected
-        info.host_syncs_backward += trajectory_back.host_syncs
-        grad_z0 = end[size : 2 * size].view(shape).to(z0.dtype)
-        flat_params = end[2 * size :].split(param_sizes)
-        return grad_z0, [g.view_as(p).to(p.dtype) for g, p in zip(flat_params, params)]
+def solve_backwards(func, params, plan, z0, z1, grad_z1, info, *, norm: str, z_at=None):
+    """Integrate a(t) and g_θ(t) from t1 back to t0; returns (a(t0), [g_θ(t0) per parameter]).
+
+    z(t) is carried in the reverse state [z, a, g_θ] and integrated backwards from z1 (Chen et al.),
+    or, given `z_at(t)`, read from that (the interpolated adjoint) with [a, g_θ] as the state.
+    One f evaluation and its VJP per reverse evaluation. norm `seminorm` leaves g_θ out of the
+    adaptive error norm (and the starting-step guess); `full` looks at the whole state.
+    """
+    carried = z_at is None
+    shape, size = z1.shape, z1.numel()
+    param_sizes = [p.numel() for p in params]
+    dtype = reverse_dtype(z1, grad_z1, params)
+    a_start = size if carried else 0  # a's offset in the state
+
+    def augmented(t, state):
+        z = state[:size].view(shape).to(z1.dtype) if carried else z_at(t)
+        z = z.detach().requires_grad_()
+        adj = state[a_start : a_start + size].view(shape)
+        f = func(t, z)
+        grad_z, *grad_params = vjp(f, (z, *params), adj.to(f.dtype))
+        carried_f = [f.detach().reshape(-1)] if carried else []
+        return torch.cat([*carried_f, -grad_z.reshape(-1), *(-g.reshape(-1) for g in grad_params)]).to(dtype)
+
+    carried_z1 = [z1.detach().reshape(-1).to(dtype)] if carried else []
+    start = torch.cat([*carried_z1, grad_z1.reshape(-1).to(dtype), z1.new_zeros(sum(param_sizes), dtype=dtype)])
+    norm_size = a_start + size if norm == "seminorm" else None
+    end, trajectory_back = integrate(augmented, start, reversed_plan(plan), norm_size=norm_size)
+    info.n_rejected_backward += trajectory_back.n_rejected
+    info.host_syncs_backward += trajectory_back.host_syncs
+    grad_z0 = end[a_start : a_start + size].view(shape).to(z0.dtype)
+    flat_params = end[a_start + size :].split(param_sizes)
+    return grad_z0, [g.view_as(p).to(p.dtype) for g, p in zip(flat_params, params)]

@@ -101,7 +101,7 @@ class GradMethod:
 class CheckpointMethod(GradMethod):
     """A method that solves forward without a graph and computes gradients in its own backward.
 
-    Subclasses set what the forward records and implement `backward`.
+    Subclasses set what the forward records (or override `record`) and implement `backward`.
     """
 
     record_states = False  # keep z at every accepted step (ACA)
@@ -114,6 +114,12 @@ class CheckpointMethod(GradMethod):
     def rng_to_record(self, plan: SolvePlan):
         """At the start of which steps the forward keeps the RNG state: True, False or a set."""
         return self.record_rng
+
+    def record(self, func, z0, plan: SolvePlan) -> tuple[torch.Tensor, Trajectory]:
+        """The forward solve, without a graph: z(t1) and what backward needs (the Trajectory)."""
+        return integrate(
+            func, z0, plan, record_states=self.states_to_record(plan), record_rng=self.rng_to_record(plan)
+        )
 
     def solve(self, func, z0, plan, info):
         params = trainable_parameters(func.func)
@@ -159,12 +165,24 @@ def autocast_as(state):
         yield
 
 
+@contextlib.contextmanager
+def unobserved(func: CountedFunc, device: torch.device):
+    """Evaluations of func that the network must not notice: its buffers (BatchNorm running
+    statistics) are restored afterwards and the global RNG is left as it was."""
+    buffers = list(func.func.buffers())
+    saved_buffers = [b.detach().clone() for b in buffers]
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+    with torch.no_grad():
+        for buffer, saved in zip(buffers, saved_buffers):
+            buffer.copy_(saved)
+
+
 class _CheckpointedSolve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z0, method, func, plan, info, *params):
-        z1, trajectory = integrate(
-            func, z0, plan, record_states=method.states_to_record(plan), record_rng=method.rng_to_record(plan)
-        )
+        z1, trajectory = method.record(func, z0, plan)
         _record_forward(info, func, trajectory)
         ctx.method, ctx.func, ctx.plan, ctx.info, ctx.params = method, func, plan, info, params
         ctx.rng_states = trajectory.rng_states
@@ -180,16 +198,10 @@ class _CheckpointedSolve(torch.autograd.Function):
         trajectory = Trajectory(ts=ctx.ts, states=states, rng_states=ctx.rng_states, velocity=ctx.velocity)
         func, info = ctx.func, ctx.info
         calls_before = func.calls
-        buffers = list(func.func.buffers())
-        saved_buffers = [b.detach().clone() for b in buffers]
-        devices = [z0.device] if z0.device.type == "cuda" else []
-        with torch.enable_grad(), autocast_as(ctx.autocast), torch.random.fork_rng(devices=devices):
+        with torch.enable_grad(), autocast_as(ctx.autocast), unobserved(func, z0.device):
             grad_z0, grad_params = ctx.method.backward(
                 func, ctx.params, ctx.plan, trajectory, z0, z1, grad_z1, info
             )
-        with torch.no_grad():
-            for buffer, saved in zip(buffers, saved_buffers):
-                buffer.copy_(saved)
         info.nfe_backward += func.calls - calls_before
         return (grad_z0, None, None, None, None, *grad_params)
 

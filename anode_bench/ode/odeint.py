@@ -10,7 +10,7 @@ Argument rules (each violation is one ValueError that names the allowed values):
   be None.
 - `alf` (asynchronous leapfrog, alf.py) is a fixed-step solver with a damping `eta` in (0, 1],
   eta != 0.5; eta is ignored by every other solver. It runs with grad direct, adjoint, anode and
-  mali; aca, revolve and symplectic step a Runge-Kutta tableau and refuse it (as mali refuses
+  mali; aca, revolve, symplectic and interpolated step a Runge-Kutta tableau and refuse it (as mali refuses
   every solver but alf).
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .adjoint import Adjoint
 from .alf import Leapfrog
 from .anode import Anode
 from .direct import Direct
+from .interpolated import Interpolated
 from .mali import Mali
 from .method import CountedFunc, GradMethod, SolveInfo
 from .revolve import Revolve
@@ -34,7 +35,7 @@ from .symplectic import Symplectic
 from .tableaus import SOLVERS, get_tableau
 
 GRAD_METHODS: dict[str, GradMethod] = {
-    m.name: m for m in (Direct(), Adjoint(), Anode(), ACA(), Revolve(), Symplectic(), Mali())
+    m.name: m for m in (Direct(), Adjoint(), Anode(), ACA(), Revolve(), Symplectic(), Mali(), Interpolated())
 }
 
 

@@ -169,6 +169,7 @@ def integrate(
     record_rng: bool = False,
     differentiate_controller: bool = False,
     norm_size: int | None = None,
+    on_step: Callable | None = None,
 ):
     """Solve dz/dt = func(t, z) from plan.t0 to plan.t1. Returns (z(t1), Trajectory).
 
@@ -177,15 +178,17 @@ def integrate(
     state at the start of every step, a set of step indices i keeps those only (revolve's
     snapshots). `norm_size`: adaptive error control (and the starting-step guess) looks at the
     first norm_size entries of the flattened state only (the seminorm adjoint); None: all of it.
+    `on_step(t, t_next, z, z_next, k)` is called after every accepted Runge-Kutta step with its
+    stages k (k[0] = f(t, z)): the interpolated adjoint samples its dense output there.
     A Leapfrog plan (solver alf) runs the asynchronous leapfrog loop instead of the RK one.
     """
     if isinstance(plan.tableau, Leapfrog):
         z1, trajectory = _integrate_alf(func, z0, plan, record_rng)
     elif plan.grid is not None:
-        z1, trajectory = _integrate_grid(func, z0, plan, record_states, record_rng)
+        z1, trajectory = _integrate_grid(func, z0, plan, record_states, record_rng, on_step)
     else:
         z1, trajectory = _integrate_adaptive(
-            func, z0, plan, record_states, record_rng, differentiate_controller, norm_size
+            func, z0, plan, record_states, record_rng, differentiate_controller, norm_size, on_step
         )
     if plan.check_finite and plan.grid is not None and not _value(torch.isfinite(z1).all(), trajectory):
         raise NonFiniteStateError(
@@ -200,14 +203,17 @@ def _keeps(record, i: int) -> bool:
     return record is True or (record is not False and i in record)
 
 
-def _integrate_grid(func, z, plan: SolvePlan, record_states, record_rng):
+def _integrate_grid(func, z, plan: SolvePlan, record_states, record_rng, on_step=None):
     trajectory = Trajectory(ts=list(plan.grid))
     for i, (t, t_next) in enumerate(zip(plan.grid[:-1], plan.grid[1:])):
         if _keeps(record_states, i):
             trajectory.states.append(z)
         if _keeps(record_rng, i):
             trajectory.rng_states.append(capture_rng(z.device))
-        z, _, _ = rk_step(func, plan.tableau, t, t_next - t, z)
+        z_next, _, k = rk_step(func, plan.tableau, t, t_next - t, z)
+        if on_step is not None:
+            on_step(t, t_next, z, z_next, k)
+        z, k = z_next, None  # drop this step's stages before the next step makes its own
     return z, trajectory
 
 
@@ -227,7 +233,7 @@ def _integrate_alf(func, z, plan: SolvePlan, record_rng):
 
 
 def _integrate_adaptive(
-    func, z, plan: SolvePlan, record_states, record_rng, differentiate_controller, norm_size=None
+    func, z, plan: SolvePlan, record_states, record_rng, differentiate_controller, norm_size=None, on_step=None
 ):
     """Error-controlled solve. Rejected attempts reuse k1; FSAL tableaus reuse the last stage.
 
@@ -298,6 +304,8 @@ def _integrate_adaptive(
             trajectory.rng_states.append(rng_state)
         if _keeps(record_rng, step + 1):
             rng_state = capture_rng(z.device)
+        if on_step is not None:
+            on_step(t_val, t_next_val, z, z_next, k)
         z, t, t_val = z_next, t_next, t_next_val
         trajectory.ts.append(t_next_val)
         k1 = k[-1] if tableau.fsal else None  # None: the next rk_step evaluates f(t, z)

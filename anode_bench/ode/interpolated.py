@@ -1,0 +1,136 @@
+"""`interpolated` adjoint (Daulbaev et al. 2020): the adjoint equations with z(t) interpolated from
+the forward pass instead of integrated backwards.
+
+Forward: solve without a graph and keep z at K Chebyshev-Lobatto nodes of [t0, t1],
+
+    τ_j = (t0 + t1)/2 - (t1 - t0)/2 · cos(π j / (K - 1)),   j = 0 .. K-1   (τ_0 = t0, τ_K-1 = t1),
+
+each sampled from the accepted step that holds it by cubic Hermite interpolation (`NodeSampler`).
+Backward: integrate only
+
+    da/dt = -aᵀ ∂f/∂z,   dg/dt = -aᵀ ∂f/∂θ,   a(t1) = dL/dz1,  g(t1) = 0,
+
+from t1 to t0 with the same solver and grid (or tolerances), where z(t) is the barycentric
+Lagrange interpolant through the K nodes (`lagrange_at`). The reverse solve no longer
+reconstructs z, so it cannot drift from the forward trajectory (the adjoint's instability on
+ReLU/BatchNorm networks); what remains is the interpolation error, small when z(t) is smooth,
+and the continuous-vs-discrete gap of every adjoint: an approximation, not the discrete gradient.
+
+Memory O(K·|z|) + O(s·A), independent of N_t. NFE forward s·N_t, plus one evaluation f(t1, z1)
+when a node lies inside the last step (the Hermite end slope; FSAL tableaus under error control
+have it already); backward s·N_t on fixed grids, as the adjoint. Options: `nodes` = K >= 2 and
+the adjoint's `norm` (full: [a, g_θ]; seminorm: a only, in the adaptive reverse error norm).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .adjoint import Adjoint, solve_backwards
+from .method import unobserved
+from .stepping import integrate
+
+
+def chebyshev_lobatto(t0: float, t1: float, nodes: int) -> list[float]:
+    """K Chebyshev-Lobatto points of [t0, t1] in increasing order, t0 and t1 exactly."""
+    middle, half = (t0 + t1) / 2, (t1 - t0) / 2
+    inner = [middle - half * math.cos(math.pi * j / (nodes - 1)) for j in range(1, nodes - 1)]
+    return [t0, *inner, t1]
+
+
+def lagrange_at(t: float, times: list[float], values: list[torch.Tensor]) -> torch.Tensor:
+    """The polynomial of degree K-1 through (times[j], values[j]) at t, in barycentric form with
+    the Chebyshev-Lobatto weights w_j = (-1)^j (halved at both ends):
+
+        p(t) = Σ_j w_j/(t - τ_j) · z_j / Σ_j w_j/(t - τ_j),   p(τ_j) = z_j exactly.
+
+    Stable for these nodes (Berrut & Trefethen 2004); the weights hold for the Lobatto points only.
+    """
+    for time, value in zip(times, values):
+        if t == time:
+            return value
+    last = len(times) - 1
+    weights = [(-1) ** j * (0.5 if j in (0, last) else 1.0) / (t - time) for j, time in enumerate(times)]
+    total = sum(weights)
+    out = values[0] * (weights[0] / total)
+    for weight, value in zip(weights[1:], values[1:]):
+        out = out.add(value, alpha=weight / total)
+    return out
+
+
+def hermite(s: float, h: float, z, f, z_next, f_next) -> torch.Tensor:
+    """Cubic Hermite interpolation at s = (τ - t)/h in [0, 1] between (z, f) at t and (z_next, f_next)
+    at t + h: exact for cubics, error O(h⁴)."""
+    h00, h10 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s
+    h01, h11 = -2 * s**3 + 3 * s**2, s**3 - s**2
+    return z * h00 + f * (h * h10) + z_next * h01 + f_next * (h * h11)
+
+
+class NodeSampler:
+    """Collects z(τ_j) from the accepted steps of a forward solve (integrate's `on_step`).
+
+    A node inside step [t, t_next] is `hermite` of the step's ends, with f(t, z) the step's first
+    stage and f(t_next, z_next) the next step's first stage (so a step waits for its successor),
+    for the last step the FSAL stage or one more evaluation in `finish` (which leaves BatchNorm
+    statistics and the RNG untouched). A node on a step's end is that state itself, not a copy.
+    """
+
+    def __init__(self, times: list[float], tableau):
+        self.times = times
+        self.tableau = tableau
+        self.values: list[torch.Tensor | None] = [None] * len(times)
+        self.pending = None  # (t, t_next, z, z_next, f, f_next or None): the step waiting for its end slope
+
+    def __call__(self, t, t_next, z, z_next, k):
+        if self.pending is not None:
+            self.sample(*self.pending[:5], f_next=k[0])
+        fsal_end = k[-1] if self.tableau.fsal and len(k) == self.tableau.stages else None
+        self.pending = (t, t_next, z, z_next, k[0], fsal_end)
+
+    def finish(self, func) -> list[torch.Tensor]:
+        t, t_next, z, z_next, f, f_next = self.pending
+        self.pending = None
+        if f_next is None and any(t < time < t_next for time in self.times):
+            with unobserved(func, z_next.device):  # not a step of the network: BatchNorm and dropout must not see it
+                f_next = func(t_next, z_next)
+        self.sample(t, t_next, z, z_next, f, f_next)
+        return self.values
+
+    def sample(self, t, t_next, z, z_next, f, f_next) -> None:
+        for j, time in enumerate(self.times):
+            if self.values[j] is not None or not t <= time <= t_next:
+                continue
+            if time == t:
+                self.values[j] = z
+            elif time == t_next:
+                self.values[j] = z_next
+            else:
+                self.values[j] = hermite((time - t) / (t_next - t), t_next - t, z, f, z_next, f_next)
+
+
+class Interpolated(Adjoint):
+    name = "interpolated"
+    option_names = ("nodes", "norm")
+    runge_kutta_only = True  # the dense output reads Runge-Kutta stages
+    nodes = 8
+
+    def check_options(self):
+        super().check_options()
+        if isinstance(self.nodes, bool) or not isinstance(self.nodes, int) or self.nodes < 2:
+            raise ValueError(f"grad.nodes must be an integer >= 2 (Chebyshev nodes, t0 and t1 included), got {self.nodes}")
+
+    def record(self, func, z0, plan):
+        sampler = NodeSampler(chebyshev_lobatto(plan.t0, plan.t1, self.nodes), plan.tableau)
+        z1, trajectory = integrate(func, z0, plan, on_step=sampler)
+        trajectory.states = sampler.finish(func)
+        return z1, trajectory
+
+    def backward(self, func, params, plan, trajectory, z0, z1, grad_z1, info):
+        times = chebyshev_lobatto(plan.t0, plan.t1, self.nodes)
+        nodes = trajectory.states
+
+        def z_at(t):
+            return lagrange_at(float(t), times, nodes)
+
+        return solve_backwards(func, params, plan, z0, z1, grad_z1, info, norm=self.norm, z_at=z_at)
