@@ -36,7 +36,8 @@ from .config import ConfigError, validate
 from .data import DataError, DeviceLoader, channel_stats
 from .metrics import gradient_error, peak_memory_mib, timed_ms
 from .ode import GRAD_METHODS, SOLVERS, MaxStepsError, NonFiniteStateError
-from .train import CONFIG_DIR, load_data, make_model, nfe_counts, ode_settings, pick_device
+from .train import (CONFIG_DIR, invocation_record, load_data, make_model, nfe_counts, ode_settings, pick_device,
+                    save_record)
 
 log = logging.getLogger(__name__)
 
@@ -293,14 +294,25 @@ def gradcheck(cfg: DictConfig, out_dir: Path, command: str = "anode-gradcheck") 
     return rows
 
 
+OUTPUTS = ("gradcheck.md", "gradcheck.csv", "error.png", "memory.png", "time.png", ".hydra")  # what a run writes
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="gradcheck")
 def main(cfg: DictConfig) -> None:
-    """Validate the groups as anode-train does, then measure; a refusal is one line on stderr and exit code 2."""
+    """Refuse a directory that already holds results, validate the groups as anode-train does, measure,
+    then write the Hydra record (last: a run that failed midway leaves none, so it can be rerun in place).
+    A refusal is one line on stderr and exit code 2, and leaves the directory as it was."""
     hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
     command = "anode-gradcheck" + "".join(f" {o}" for o in hydra_cfg.overrides.task)
     try:
+        earlier = sorted(p.name for p in out_dir.iterdir() if p.name in OUTPUTS)
+        if earlier:
+            raise ConfigError(f"{out_dir} already holds a run ({', '.join(earlier)}); nothing was overwritten: "
+                              f"choose another hydra.run.dir")
         validate(cfg, ode_settings)
-        gradcheck(cfg, Path(hydra_cfg.runtime.output_dir), command)
+        gradcheck(cfg, out_dir, command)
+        save_record(out_dir, invocation_record(cfg))
     except (ConfigError, DataError) as error:
         print(f"anode-gradcheck: {error}", file=sys.stderr)
         raise SystemExit(2) from None

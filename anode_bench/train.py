@@ -246,6 +246,31 @@ def set_rng_states(states: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
+def invocation_record(cfg: DictConfig) -> dict[str, str]:
+    """The files Hydra would save into <run dir>/.hydra: config.yaml (the task config as composed: take
+    it before anything changes cfg), hydra.yaml and overrides.yaml. Hydra saves them before the task
+    starts, so a run dir the task then refuses would lose its record; the configs therefore set
+    hydra.output_subdir: null, and save_record writes these once a run is under way."""
+    hydra_cfg = hydra.core.hydra_config.HydraConfig.instance().cfg  # the node whose one key is `hydra`
+    return {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
+            "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task)}
+
+
+def save_record(run_dir: Path, record: dict[str, str]) -> None:
+    """Write `record` (invocation_record) into run_dir/.hydra. An earlier invocation's .hydra (the run
+    a resume continues) is renamed, not rewritten: .hydra.1, .hydra.2, ... in the order they ran, and
+    .hydra is the latest, the one anode-report and the launchers read."""
+    current = run_dir / ".hydra"
+    if current.exists():
+        k = 1
+        while (run_dir / f".hydra.{k}").exists():
+            k += 1
+        current.rename(run_dir / f".hydra.{k}")
+    current.mkdir(parents=True)
+    for name, text in record.items():
+        (current / name).write_text(text, encoding="utf-8")
+
+
 class _NoWriter:
     """Stands in for the SummaryWriter on ranks other than 0, which log nothing."""
 
@@ -253,11 +278,14 @@ class _NoWriter:
         return lambda *args, **kwargs: None
 
 
-def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, context: Distributed = Distributed()) -> dict:
+def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, context: Distributed = Distributed(),
+          record: dict[str, str] | None = None) -> dict:
     """Train as configured, writing TensorBoard events and metrics.json into run_dir. Returns the metrics.
+    `record` (invocation_record) goes to run_dir/.hydra once data and any checkpoint have loaded, so a
+    run refused by a DataError or CheckpointError writes nothing.
 
     Under torchrun (`context` from distributed.from_environment) every rank trains on its slice of
-    each batch and only rank 0 writes events, checkpoints, metrics.json and the progress bar.
+    each batch and only rank 0 writes the record, events, checkpoints, metrics.json and the progress bar.
     """
     trainer, check = cfg.trainer, cfg.grad_check
     device = device or pick_device(trainer.device)
@@ -304,6 +332,8 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         log.info(f"resuming from {path}: epoch {progress.epoch + 1}, step {progress.step}")
     # purge_step drops events a killed run logged after its last checkpoint (or, restarted by resume=auto, at all)
     purge_step = progress.step if any(run_dir.glob("events.out.tfevents.*")) else None
+    if record is not None and context.is_main:
+        save_record(run_dir, record)
     writer = SummaryWriter(str(run_dir), purge_step=purge_step) if context.is_main else _NoWriter()
 
     def checkpoint():
@@ -495,8 +525,10 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")  # the repo
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Validate, refuse to overwrite, train; every refusal is one line on stderr and exit code 2."""
+    """Validate, refuse to overwrite, train; every refusal is one line on stderr and exit code 2, and
+    leaves the run dir as it was."""
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    record = invocation_record(cfg)  # before trainer.resume=auto is resolved below
     context = Distributed()
     try:
         validate(cfg, ode_settings)
@@ -506,8 +538,10 @@ def main(cfg: DictConfig) -> float | None:
         auto = cfg.trainer.resume == "auto"
         if auto:
             finished = run_dir / "metrics.json"
-            if finished.exists():  # a requeued job whose run had already ended: leave it as it is
-                log.info(f"{run_dir} already holds a finished run; trainer.resume=auto leaves it untouched")
+            if finished.exists():  # a requeued job whose run had already ended: leave it as it is, train.log too
+                if context.is_main:
+                    print(f"anode-train: {run_dir} already holds a finished run; trainer.resume=auto leaves it untouched",
+                          file=sys.stderr)
                 return json.loads(finished.read_text())["test/acc"]
             cfg.trainer.resume = any(checkpoint_dir(run_dir).glob("step_*.pt"))  # else start afresh, here
         earlier = [p.name for p in run_dir.iterdir() if p.name == "metrics.json" or p.name.startswith("events.out.tfevents")]
@@ -515,7 +549,7 @@ def main(cfg: DictConfig) -> float | None:
             raise ConfigError(f"{run_dir} already holds a run ({', '.join(sorted(earlier))}); nothing was overwritten: "
                               f"choose another hydra.run.dir, or continue it with trainer.resume=true")
         context.barrier()  # every rank has looked before rank 0 writes
-        metrics = train(cfg, run_dir, device, context)
+        metrics = train(cfg, run_dir, device, context, record)
     except (ConfigError, DataError, CheckpointError) as error:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
             print(f"anode-train: {error}", file=sys.stderr)

@@ -27,12 +27,16 @@ def composed(overrides):
         return compose(config_name="gradcheck", overrides=overrides)
 
 
+def anode_gradcheck(args, cwd):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "anode_bench.gradcheck", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gradcheck") / "run"
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "anode_bench.gradcheck", *TINY, f"hydra.run.dir={out}"],
-                            cwd=out.parent, env=env, capture_output=True, text=True, timeout=300)
+    result = anode_gradcheck([*TINY, f"hydra.run.dir={out}"], out.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     with (out / "gradcheck.csv").open() as file:
         rows = list(csv.DictReader(file))
@@ -52,6 +56,17 @@ def test_one_row_per_grad_solver_and_n_t_in_csv_and_markdown(run):
     assert "resnet_tiny (44,622 parameters, 4 ODE blocks), 8 train images of synthetic, float64 on cpu" in table
     assert "Regenerate: `anode-gradcheck dataset.train_size=64" in table
     assert (out / ".hydra" / "config.yaml").exists()  # a Hydra run dir, like anode-train's
+
+
+def test_a_rerun_into_a_directory_with_results_is_refused_and_changes_nothing(run):
+    out, _ = run
+    written = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}  # the .hydra record and the log included
+    result = anode_gradcheck([*TINY, "gradcheck.repeats=2", f"hydra.run.dir={out}"], out.parent)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"anode-gradcheck: {out} already holds a run (.hydra, error.png, gradcheck.csv, gradcheck.md, memory.png, "
+        f"time.png); nothing was overwritten: choose another hydra.run.dir"]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == written
 
 
 def test_the_numbers_obey_the_identities(run):

@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from anode_bench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from anode_bench.config import ConfigError, validate
@@ -26,6 +27,15 @@ def anode_train(args, cwd, **kwargs):
 def finished(process, timeout=300):
     stdout, stderr = process.communicate(timeout=timeout)
     return process.returncode, stderr
+
+
+def files(run_dir):
+    """Every file under run_dir (the .hydra record and train.log included) with its bytes."""
+    return {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
+def recorded_resume(record_dir):
+    return OmegaConf.load(record_dir / "config.yaml").trainer.resume
 
 
 def comparable(run_dir):
@@ -49,6 +59,8 @@ def test_sigterm_checkpoints_and_resume_ends_with_the_same_metrics(tmp_path):
     code, stderr = finished(anode_train([*RUN, f"hydra.run.dir={interrupted}", "trainer.resume=true"], tmp_path))
     assert code == 0, stderr[-2000:]
     assert "resuming from" in (interrupted / "train.log").read_text()
+    # each invocation's record is kept: the interrupted one's moved aside, the resume's in .hydra
+    assert [recorded_resume(interrupted / d) for d in (".hydra.1", ".hydra")] == [False, True]
 
     uninterrupted = tmp_path / "uninterrupted"
     code, stderr = finished(anode_train([*RUN, f"hydra.run.dir={uninterrupted}"], tmp_path))
@@ -60,7 +72,7 @@ def test_sigterm_checkpoints_and_resume_ends_with_the_same_metrics(tmp_path):
 def test_resume_auto_lets_a_requeued_job_run_the_same_command_again(tmp_path):
     """trainer.resume=auto (for cluster requeues, which repeat the command): a fresh dir starts, a
     dir with a checkpoint continues (as resume=true, whose equivalence the test above shows), and
-    a finished run is left untouched with exit 0."""
+    a finished run is left untouched, every file of it, with exit 0."""
     run_dir = tmp_path / "run"
     command = [*RUN, f"hydra.run.dir={run_dir}", "trainer.resume=auto"]
     process = anode_train(command, tmp_path)
@@ -75,13 +87,34 @@ def test_resume_auto_lets_a_requeued_job_run_the_same_command_again(tmp_path):
     assert code == 0, stderr[-2000:]
     assert "resuming from" in (run_dir / "train.log").read_text()
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
-    written = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts and p.name != "train.log"}
+    # both invocations recorded, as composed (resume=auto, not what it resolved to)
+    assert [recorded_resume(run_dir / d) for d in (".hydra.1", ".hydra")] == ["auto", "auto"]
+    written = files(run_dir)
 
     code, stderr = finished(anode_train(command, tmp_path))
     assert code == 0, stderr[-2000:]
-    assert "already holds a finished run" in (run_dir / "train.log").read_text()
-    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts and p.name != "train.log"}
-    assert after == written  # metrics, events and checkpoints untouched
+    assert "already holds a finished run" in stderr
+    assert files(run_dir) == written
+
+
+def test_a_refused_run_leaves_every_file_of_the_run_dir_as_it_was(tmp_path):
+    """A second run into a finished run's dir, with another learning rate and no resume, is refused in
+    one line; the earlier run's record (.hydra/*.yaml, which Hydra itself would rewrite before the task
+    starts) and its train.log stay byte for byte, as do its metrics, events and checkpoints."""
+    run_dir = tmp_path / "run"
+    tiny = ["experiment=smoke", "trainer.max_steps_per_epoch=2", "grad_check.every=0", "dataset.train_size=128",
+            "dataset.test_size=32", f"hydra.run.dir={run_dir}"]
+    code, stderr = finished(anode_train(tiny, tmp_path))
+    assert code == 0, stderr[-2000:]
+    written = files(run_dir)
+    assert {".hydra/config.yaml", "train.log", "metrics.json"} <= {str(p) for p in written}
+
+    code, stderr = finished(anode_train([*tiny, "trainer.lr=0.05"], tmp_path))
+    assert code == 2
+    [line] = stderr.strip().splitlines()
+    assert line.startswith(f"anode-train: {run_dir} already holds a run (events.out.tfevents.") and line.endswith(
+        "metrics.json); nothing was overwritten: choose another hydra.run.dir, or continue it with trainer.resume=true")
+    assert files(run_dir) == written
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
