@@ -8,8 +8,11 @@ generated learnable CIFAR-shaped task for offline smoke runs and tests.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,12 +30,27 @@ class Split:
     labels: np.ndarray  # [N] int64
 
 
+@contextlib.contextmanager
+def download_lock(root: str):
+    """An exclusive flock on root/.download.lock (root created if need be): other processes wait here
+    until this one leaves the block, or dies."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / ".download.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def load_torchvision(name: str, root: str, download: bool) -> tuple[Split, Split]:
+    """torchvision's CIFAR10/CIFAR100 in `root`, downloaded and extracted there first if `download` and
+    missing. Jobs that start together on one root (a local_parallel sweep, a SLURM array) would download
+    into it at once and corrupt each other's files, so a download takes turns under download_lock: the
+    first job fetches, the next finds the files verified and torchvision skips the download."""
     from torchvision import datasets
 
     dataset_class = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
     try:
-        train, test = (dataset_class(root, train=flag, download=download) for flag in (True, False))
+        with download_lock(root) if download else contextlib.nullcontext():  # without download nothing is written
+            train, test = (dataset_class(root, train=flag, download=download) for flag in (True, False))
     except Exception as error:  # offline download, missing or broken copy: all end in the same advice
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(

@@ -1,4 +1,7 @@
 """The device-resident loader: what the model sees is CIFAR cropped, flipped and normalized correctly."""
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -68,3 +71,28 @@ def test_truncated_npz_is_a_clear_error(tmp_path):
 def test_missing_cifar_offline_says_how_to_point_at_a_copy(tmp_path):
     with pytest.raises(DataError, match="point dataset.root at a directory"):
         load_splits("cifar100", num_classes=100, root=str(tmp_path), download=False)
+
+
+def test_loads_that_may_download_into_one_root_take_turns(tmp_path, monkeypatch):
+    """Two sweep jobs starting at once on one dataset.root: the second waits on root/.download.lock until
+    the first has built its datasets (torchvision's download and extraction happen in the constructor; here
+    a fake that only notes entering and leaving). Two threads stand in for the two processes: flock locks
+    taken through two separately opened files exclude each other within one process too."""
+    from torchvision import datasets
+
+    events = []  # list.append is atomic under the GIL
+
+    class FakeCIFAR10:
+        def __init__(self, root, train, download):
+            events.append("enter")
+            time.sleep(0.2)  # long enough for the other thread to arrive, were it let in
+            events.append("leave")
+            self.data, self.targets = np.zeros((2, 32, 32, 3), np.uint8), [0, 1]
+
+    monkeypatch.setattr(datasets, "CIFAR10", FakeCIFAR10)
+    root = tmp_path / "data"  # missing: the lock creates it
+    with ThreadPoolExecutor(2) as pool:
+        loads = [pool.submit(load_splits, "cifar10", num_classes=10, root=str(root), download=True) for _ in range(2)]
+        for load in loads:
+            load.result()
+    assert events == ["enter", "leave"] * 4  # train and test split of each load, never two at once
