@@ -33,9 +33,15 @@ class Split:
 @contextlib.contextmanager
 def download_lock(root: str):
     """An exclusive flock on root/.download.lock (root created if need be): other processes wait here
-    until this one leaves the block, or dies."""
-    Path(root).mkdir(parents=True, exist_ok=True)
-    with open(Path(root) / ".download.lock", "a") as lock:
+    until this one leaves the block, or dies. A root this process cannot write to gets no lock: nothing
+    can be downloaded into it, so a verified copy there is only read."""
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        lock = open(Path(root) / ".download.lock", "a")
+    except OSError:
+        yield
+        return
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         yield
 

@@ -304,6 +304,10 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
                                 **loader_args)
     test_loader = DeviceLoader(test_split, trainer.eval_batch_size, augment=False, shuffle=False, drop_last=False,
                                shard=shard, **loader_args)
+    steps_per_epoch = len(train_loader) if trainer.max_steps_per_epoch is None else min(len(train_loader), trainer.max_steps_per_epoch)
+    if steps_per_epoch == 0:  # checked before anything is written into run_dir
+        raise ConfigError(f"trainer.batch_size={trainer.batch_size} exceeds the {len(train_split.labels)} training images; "
+                          f"choose trainer.batch_size <= {len(train_split.labels)} or more images (dataset.train_size)")
     probe_images, probe_labels = next(iter(DeviceLoader(
         train_split, check.batch_size, augment=False, shuffle=False, drop_last=False, **loader_args)))
 
@@ -342,9 +346,6 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "progress": asdict(progress), "rng": rng_states(device)}
         return save_checkpoint(run_dir, progress.step, state, keep=trainer.keep_checkpoints)
-    steps_per_epoch = len(train_loader) if trainer.max_steps_per_epoch is None else min(len(train_loader), trainer.max_steps_per_epoch)
-    if steps_per_epoch == 0:
-        raise ValueError(f"trainer.batch_size={trainer.batch_size} exceeds the {len(train_split.labels)} training images")
 
     history, status, failure, step = progress.history, "completed", None, progress.step
     may_fail = any(block.plan.grid is None for block in net.ode_blocks)  # adaptive solves: MaxStepsError and the like

@@ -96,3 +96,24 @@ def test_loads_that_may_download_into_one_root_take_turns(tmp_path, monkeypatch)
         for load in loads:
             load.result()
     assert events == ["enter", "leave"] * 4  # train and test split of each load, never two at once
+
+
+def test_a_root_that_cannot_be_written_loads_without_a_lock(tmp_path, monkeypatch):
+    """A shared read-only copy of CIFAR with download=true (the default): no lock file can be made there,
+    and none is needed, since nothing can be downloaded into it; the verified copy is read as before."""
+    from torchvision import datasets
+
+    from anode_bench import data
+
+    class FakeCIFAR10:
+        def __init__(self, root, train, download):
+            self.data, self.targets = np.zeros((2, 32, 32, 3), np.uint8), [0, 1]
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(args[0]))
+
+    monkeypatch.setattr(datasets, "CIFAR10", FakeCIFAR10)
+    monkeypatch.setattr(data, "open", read_only, raising=False)  # the lock file's open
+    train, test = load_splits("cifar10", num_classes=10, root=str(tmp_path), download=True)
+    assert len(train.labels) == len(test.labels) == 2
+    assert not (tmp_path / ".download.lock").exists()

@@ -189,6 +189,16 @@ def test_meaningless_combinations_are_refused():
         validate(cfg, ode_settings)
 
 
+def test_a_batch_larger_than_the_training_set_is_refused_before_anything_is_written(tmp_path):
+    run_dir = tmp_path / "run"
+    code, stderr = finished(anode_train(["experiment=smoke", "dataset.train_size=64", "trainer.batch_size=128",
+                                         f"hydra.run.dir={run_dir}"], tmp_path))
+    assert code == 2
+    assert stderr.strip().splitlines() == ["anode-train: trainer.batch_size=128 exceeds the 64 training images; "
+                                           "choose trainer.batch_size <= 64 or more images (dataset.train_size)"]
+    assert {p.name for p in run_dir.iterdir()} <= {"train.log"}  # no record, events or checkpoints: free to rerun
+
+
 def test_the_cli_answers_bad_input_with_one_line_and_exit_2_before_touching_data(tmp_path):
     code, stderr = finished(anode_train(["dataset=cifar100", "trainer.epochs=0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path))
     assert code == 2
