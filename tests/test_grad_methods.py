@@ -105,7 +105,7 @@ def test_nfe_on_fixed_grids_is_stages_times_steps(solver, steps):
     s·(T(N_t, K) + 1) for revolve (= s·N_t while N_t <= K + 1: T = N_t - 1), (2s - 1)·N_t for
     symplectic (s - 1 graph-free stage recomputes and s evaluations with a VJP per step);
     interpolated evaluates f(t1, z1) once more in the forward when a node lies inside the last step
-    (with its default K = 8 for N_t <= 3). mali runs solver alf only; its NFE, and interpolated's
+    (with its default K = 8 for N_t <= 20). mali runs solver alf only; its NFE, and interpolated's
     for every K, are in test_grad_methods_extra.py."""
     func, y0 = conv_problem()
     stages = SOLVERS[solver].solution_stages

@@ -21,10 +21,10 @@ from test_solvers import log_slope
 
 from anode_bench.metrics import peak_memory_mib
 from anode_bench.ode import GRAD_METHODS, SOLVERS, ODEBlock, make_plan, odeint
-from anode_bench.ode.stepping import integrate
-from anode_bench.ode.interpolated import NodeSampler, chebyshev_lobatto, lagrange_at
+from anode_bench.ode.interpolated import NodeSampler, chebyshev_lobatto, hermite, lagrange_at
 from anode_bench.ode.method import CountedFunc
 from anode_bench.ode.revolve import advances, sweep_snapshots
+from anode_bench.ode.stepping import integrate
 from anode_bench.train import CONFIG_DIR, ode_settings
 
 FIXED = [name for name, tab in SOLVERS.items() if not tab.adaptive]
@@ -247,16 +247,19 @@ def test_symplectic_holds_one_evaluation_graph_instead_of_a_step(peaks):
 
 
 @pytest.mark.parametrize("solver, tol", [("heun_euler", 1e-3), ("bosh3", 1e-4), ("dopri5", 1e-4)])
-def test_seminorm_adjoint_takes_fewer_backward_evaluations(solver, tol):
+@pytest.mark.parametrize("grad", ["adjoint", "interpolated"])
+def test_seminorm_adjoint_takes_fewer_backward_evaluations(grad, solver, tol):
     """Kidger, Chen & Lyons (2021): the parameter-gradient channels out of the reverse solve's error
     norm. f = conv-BN-ReLU-conv-BN (train mode), rtol = atol = tol; backward NFE full -> seminorm
-    seen over 6 seeds: heun_euler 284..347 -> 89..127, bosh3 713..821 -> 200..329, dopri5 194..302 -> 74..146."""
+    seen over 6 seeds: heun_euler 284..347 -> 89..127, bosh3 713..821 -> 200..329, dopri5 194..302 -> 74..146;
+    interpolated ([a, g_θ] -> a), 4 seeds: heun_euler 327..434 -> 137..174, bosh3 695..998 -> 320..479,
+    dopri5 224..404 -> 134..188."""
     func, y0 = conv_problem()
     infos = {}
     for norm in ("full", "seminorm"):
-        _, infos[norm], _ = gradient(func, y0, "adjoint", solver=solver, rtol=tol, atol=tol, grad_options={"norm": norm})
+        _, infos[norm], _ = gradient(func, y0, grad, solver=solver, rtol=tol, atol=tol, grad_options={"norm": norm})
     full, semi = infos["full"], infos["seminorm"]
-    print(f"\n{solver} rtol {tol:g}: backward NFE full {full.nfe_backward}, seminorm {semi.nfe_backward} "
+    print(f"\n{grad}, {solver} rtol {tol:g}: backward NFE full {full.nfe_backward}, seminorm {semi.nfe_backward} "
           f"({1 - semi.nfe_backward / full.nfe_backward:.0%} fewer)")
     assert semi.nfe_forward == full.nfe_forward and semi.ts == full.ts  # the same forward solve
     assert semi.nfe_backward < 0.8 * full.nfe_backward
@@ -358,28 +361,68 @@ def test_node_sampler_reads_z_at_the_nodes_from_the_accepted_steps(solve_args):
         assert torch.allclose(value, expected, rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("solve_args, rejects", [
+    (dict(solver="dopri5", grid=[0.0, 0.3, 0.45, 1.0]), False),  # on a grid only the solution stages run: no FSAL end slope
+    (dict(solver="heun_euler", rtol=1e-4, atol=1e-4), False),
+    (dict(solver="bosh3", rtol=1e-6, atol=1e-6), True),  # conv-BN-ReLU: ~25 rejected attempts
+    (dict(solver="dopri5", rtol=1e-7, atol=1e-7), True),  # ~15
+])
+def test_node_sampler_takes_each_steps_own_end_states_and_slopes(solve_args, rejects):
+    """A z-dependent f, adaptive solves with rejected attempts: every node is the cubic Hermite
+    interpolant of its accepted step, from z_n, z_n+1 and f evaluated there afresh."""
+    func, z0 = conv_problem()
+    func = CountedFunc(func)
+    plan = make_plan(**solve_args)
+    times = chebyshev_lobatto(0.0, 1.0, 9)
+    sampler = NodeSampler(times, plan.tableau)
+    with torch.no_grad():
+        z1, trajectory = integrate(func, z0, plan, on_step=sampler, record_states=True)
+        values = sampler.finish(func)
+        ts, states = trajectory.ts, [*trajectory.states, z1]
+        for time, value in zip(times, values):
+            n = max(i for i in range(len(ts) - 1) if ts[i] <= time)
+            h = ts[n + 1] - ts[n]
+            expected = hermite((time - ts[n]) / h, h, states[n], func(ts[n], states[n]), states[n + 1],
+                               func(ts[n + 1], states[n + 1]))
+            assert torch.allclose(value, expected, rtol=0, atol=1e-14), time
+    assert len(ts) > 3 and (trajectory.n_rejected > 0 or not rejects)  # rejected attempts reuse k1 between accepted steps
+
+
+def test_interpolated_forward_leaves_the_rng_where_direct_leaves_it():
+    """Its extra end-slope evaluation draws dropout numbers in a forked RNG: what comes next is as after direct."""
+    func, y0 = conv_problem(dropout=0.3)
+    draws = {}
+    for grad in ("direct", "interpolated"):
+        gradient(func, y0, grad, seed=3, solver="rk4", steps=2)
+        draws[grad] = torch.rand(4)
+    assert torch.equal(draws["direct"], draws["interpolated"])
+
+
 def test_interpolated_converges_to_the_continuous_gradient_geometrically_in_k():
     """Smooth f (tanh MLP), rk4 N_t = 64 (discretization error 1e-11): the error against the
-    continuous gradient falls from 1e-2 (K = 2: z linear in t) to the solver's 1e-11 (seen: 1.4e-2,
-    2.2e-5, 3.0e-6, 1.9e-9, 8.4e-12 for K = 2, 3, 4, 6, 8), as the adjoint's (1.0e-11)."""
+    continuous gradient falls from 1e-2 (K = 2: z linear in t) to the solver's 1e-11 (seen on two
+    seeds: 8.2e-3..1.4e-2, 2.2e-5..3.6e-5, 3.0e-6..4.6e-6, 1.9e-9..3.7e-9, 8.4e-12..2.0e-11 for
+    K = 2, 3, 4, 6, 8; over eight seeds K = 8 up to 2.6e-11), as the adjoint's (1.0e-11)."""
     func, y0 = TanhMLP().double(), torch.randn(5, 6, dtype=torch.float64)
     continuous, _, _ = gradient(func, y0, "direct", solver="rk4", steps=400)
     errors = []
     for nodes in (2, 3, 4, 6, 8):
         result, _, _ = gradient(func, y0, "interpolated", solver="rk4", steps=64, grad_options={"nodes": nodes})
         errors.append(relative_error(result, continuous))
-    assert errors[0] > 1e-3 and errors[-1] < 1e-10, errors
+    print("\ninterpolated, rk4 N_t = 64, error against the continuous gradient for K = 2, 3, 4, 6, 8: "
+          + ", ".join(f"{e:.1e}" for e in errors))
+    assert errors[0] > 1e-3 and errors[-1] < 3e-10, errors
     assert all(later < 0.5 * earlier for earlier, later in zip(errors, errors[1:])), errors
 
 
 @pytest.mark.parametrize("solver", ADAPTIVE)
 def test_interpolated_meets_the_tolerance_on_adaptive_solvers(solver):
-    """rtol = atol = 1e-5, K = 12 (seen: heun_euler 1.9e-6, bosh3 7.6e-6, dopri5 2.9e-5: dopri5's
-    few long steps leave the cubic dense output, O(h⁴), the larger error)."""
+    """rtol = atol = 1e-5, K = 12 (seen: heun_euler 1.9e-6, bosh3 7.6e-6, dopri5 2.9e-5 .. 7.1e-5 over
+    38 seeds: dopri5's three long steps leave the cubic dense output, O(h⁴), the larger error)."""
     func, y0 = TanhMLP().double(), torch.randn(5, 6, dtype=torch.float64)
     continuous, _, _ = gradient(func, y0, "direct", solver="rk4", steps=200)
     result, _, _ = gradient(func, y0, "interpolated", solver=solver, rtol=1e-5, atol=1e-5, grad_options={"nodes": 12})
-    assert relative_error(result, continuous) < 1e-4
+    assert relative_error(result, continuous) < 3e-4
 
 
 def test_interpolated_forward_nfe_adds_the_end_slope_only_when_a_node_is_inside_the_last_step():
@@ -401,12 +444,15 @@ def test_interpolated_forward_nfe_adds_the_end_slope_only_when_a_node_is_inside_
 
 def test_interpolated_stays_an_adjoint_on_relu_batchnorm_networks():
     """ANODE's point holds for it too: optimize-then-discretize is not the gradient of the network
-    that ran. conv-BN-ReLU, euler N_t = 2: 0.45..0.51 from direct's (the adjoint: 0.49..0.58),
-    over seeds 0-2; interpolating z removes the reverse reconstruction, not that gap."""
+    that ran. conv-BN-ReLU, euler N_t = 2: 0.45..0.55 from direct's (the adjoint: 0.49..0.59),
+    over four seeds; interpolating z removes the reverse reconstruction, not that gap."""
     func, y0 = conv_problem()
     reference, _, _ = gradient(func, y0, "direct", solver="euler", steps=2)
     result, _, _ = gradient(func, y0, "interpolated", solver="euler", steps=2)
-    assert relative_error(result, reference) > 0.1
+    adjoint, _, _ = gradient(func, y0, "adjoint", solver="euler", steps=2)
+    print(f"\nconv-BN-ReLU, euler N_t = 2, error against direct: interpolated {relative_error(result, reference):.2f}, "
+          f"adjoint {relative_error(adjoint, reference):.2f}")
+    assert relative_error(result, reference) > 0.1 and relative_error(adjoint, reference) > 0.1
 
 
 # options and configs

@@ -29,6 +29,7 @@ from anode_bench.ode.stepping import _factor_tensor, step_factor
 FIXED = [name for name, tab in SOLVERS.items() if not tab.adaptive]
 ADAPTIVE = [name for name, tab in SOLVERS.items() if tab.adaptive]
 SOLVER_OF = {"mali": "alf"}  # mali runs solver alf only
+REVERSE_SOLVES = ("adjoint", "interpolated")  # the methods that integrate their own reverse ODE
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
 
@@ -108,10 +109,11 @@ def test_bf16_autocast_as_training_runs_it(grad, solver):
         assert relative_error(p, ref_p) <= 1e-6
 
 
-def test_adjoint_reverse_solve_keeps_its_adjoint_and_gradient_in_float32_under_bf16():
-    """A bf16 block input (e.g. the output of a bf16 convolution) makes z(t) bf16; the augmented
-    state [z, a, g_θ] of the reverse solve is float32 all the same (before: all bf16), f still
-    sees z in bf16, and the gradients come back in the dtypes of z0 and θ."""
+@pytest.mark.parametrize("grad", REVERSE_SOLVES)
+def test_adjoint_reverse_solve_keeps_its_adjoint_and_gradient_in_float32_under_bf16(grad):
+    """A bf16 block input (e.g. the output of a bf16 convolution) makes z(t) bf16; the reverse
+    solve's state ([z, a, g_θ]; interpolated: [a, g_θ]) is float32 all the same (before: all bf16),
+    f still sees z in bf16, and the gradients come back in the dtypes of z0 and θ."""
     torch.manual_seed(2)
     func, y0 = ConvBNReLU().train(), torch.randn(3, 4, 6, 6).bfloat16()
     seen = {"state": set(), "z": set()}
@@ -132,7 +134,7 @@ def test_adjoint_reverse_solve_keeps_its_adjoint_and_gradient_in_float32_under_b
     func.net[0].register_forward_pre_hook(watch_z)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(adjoint_module, "integrate", spy)
-        z, p, info = bf16_gradient(func, y0, "adjoint", solver="rk4", steps=2)
+        z, p, info = bf16_gradient(func, y0, grad, solver="rk4", steps=2)
     assert seen["state"] == {torch.float32}
     assert seen["z"] == {torch.bfloat16}
     assert z.dtype == torch.bfloat16 and p.dtype == torch.float32
@@ -208,9 +210,6 @@ def test_check_finite_costs_one_read_back_per_solve(grad, monkeypatch):
     assert info.host_syncs == 1
     assert info.host_syncs_backward == (1 if grad in REVERSE_SOLVES else 0)
     assert reads == info.host_syncs + info.host_syncs_backward
-
-
-REVERSE_SOLVES = ("adjoint", "interpolated")  # the methods that integrate their own reverse ODE
 
 
 def attempts_from_nfe(solver: str, nfe: int, rejected: int) -> int:

@@ -74,8 +74,7 @@ def solve_backwards(func, params, plan, z0, z1, grad_z1, info, *, norm: str, z_a
     a_start = size if carried else 0  # a's offset in the state
 
     def augmented(t, state):
-        z = state[:size].view(shape).to(z1.dtype) if carried else z_at(t)
-        z = z.detach().requires_grad_()
+        z = (state[:size].view(shape) if carried else z_at(t)).to(z1.dtype).detach().requires_grad_()
         adj = state[a_start : a_start + size].view(shape)
         f = func(t, z)
         grad_z, *grad_params = vjp(f, (z, *params), adj.to(f.dtype))

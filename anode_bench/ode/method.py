@@ -1,13 +1,14 @@
 """The one gradient-method interface, and the autograd plumbing the checkpointing methods share.
 
 A gradient method turns (func, z0, plan) into z(t1) with some rule for dL/dz0 and dL/dθ
-(θ = the parameters of func that require grad). `direct` lets autograd record everything;
-`adjoint`, `anode` and `aca` run the forward without a graph, keep what they need (a
-`Trajectory`), and compute the gradient in `backward` of one shared autograd.Function.
+(θ = the parameters of func that require grad). `direct` lets autograd record everything; the
+others (`CheckpointMethod`) run the forward without a graph, keep what they need (a `Trajectory`),
+and compute the gradient in `backward` of one shared autograd.Function.
 
 Whatever a backward evaluates, running statistics and other buffers of func are restored
 afterwards (a recompute must not update BatchNorm twice), and the global RNG is left as the
-forward left it. A backward also runs under the autocast state of its forward (autograd calls it
+forward left it (`unobserved`, which also guards the interpolated adjoint's one extra forward
+evaluation). A backward also runs under the autocast state of its forward (autograd calls it
 outside the caller's `torch.autocast`): a recompute in float32 of a forward that ran in bfloat16
 would differentiate another function.
 """
@@ -172,11 +173,13 @@ def unobserved(func: CountedFunc, device: torch.device):
     buffers = list(func.func.buffers())
     saved_buffers = [b.detach().clone() for b in buffers]
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        yield
-    with torch.no_grad():
-        for buffer, saved in zip(buffers, saved_buffers):
-            buffer.copy_(saved)
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        with torch.no_grad():
+            for buffer, saved in zip(buffers, saved_buffers):
+                buffer.copy_(saved)
 
 
 class _CheckpointedSolve(torch.autograd.Function):

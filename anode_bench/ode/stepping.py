@@ -178,8 +178,9 @@ def integrate(
     state at the start of every step, a set of step indices i keeps those only (revolve's
     snapshots). `norm_size`: adaptive error control (and the starting-step guess) looks at the
     first norm_size entries of the flattened state only (the seminorm adjoint); None: all of it.
-    `on_step(t, t_next, z, z_next, k)` is called after every accepted Runge-Kutta step with its
-    stages k (k[0] = f(t, z)): the interpolated adjoint samples its dense output there.
+    `on_step(t, t_next, z, z_next, k)` is called after every accepted Runge-Kutta step with the
+    stages it evaluated (k[0] = f(t, z); the solution stages on a grid, all of the tableau's under
+    error control): the interpolated adjoint samples its dense output there.
     A Leapfrog plan (solver alf) runs the asynchronous leapfrog loop instead of the RK one.
     """
     if isinstance(plan.tableau, Leapfrog):
