@@ -142,7 +142,6 @@ class Interpolated(Adjoint):
     def backward(self, func, params, plan, trajectory, z0, z1, grad_z1, info):
         times = chebyshev_lobatto(plan.t0, plan.t1, self.nodes)
         nodes = trajectory.states
-
         dtype = reverse_dtype(z1, grad_z1, params)
 
         def z_at(t):

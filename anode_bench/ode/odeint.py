@@ -10,8 +10,8 @@ Argument rules (each violation is one ValueError that names the allowed values):
   be None.
 - `alf` (asynchronous leapfrog, alf.py) is a fixed-step solver with a damping `eta` in (0, 1],
   eta != 0.5; eta is ignored by every other solver. It runs with grad direct, adjoint, anode and
-  mali; aca, revolve, symplectic and interpolated step a Runge-Kutta tableau and refuse it (as mali refuses
-  every solver but alf).
+  mali; aca, revolve, symplectic and interpolated step a Runge-Kutta tableau and refuse it (as
+  mali refuses every solver but alf).
 """
 from __future__ import annotations
 
