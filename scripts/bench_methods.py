@@ -4,6 +4,7 @@ torchdiffeq's odeint / odeint_adjoint as the ratio anode-bench / torchdiffeq.
 
     python scripts/bench_methods.py                                   # CPU, resnet_tiny at 32 channels
     python scripts/bench_methods.py --device cuda --model resnet18_aca --batch 128
+    python scripts/bench_methods.py --device cuda --precision bf16 --channels-last --compile   # trainer.* speed options
 
 Targets (issue 8): anode and aca step time <= 1.4x direct's; aca activation memory at N_t = 8
 <= 0.3x direct's; each method at least as fast as its torchdiffeq counterpart.
@@ -18,29 +19,34 @@ import torch
 from anode_bench.metrics import peak_memory_mib, timed_ms
 from anode_bench.models import build_model
 from anode_bench.ode import GRAD_METHODS, odeint
+from anode_bench.train import autocast, with_layout_and_compile
 
 
-def step_fn(model, images, labels, optimizer):
+def step_fn(model, images, labels, optimizer, precision):
     def step():
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        with autocast(precision, images.device):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return step
 
 
-def measure(step, device, repeats):
-    step()  # warm-up; gradients and optimizer state exist from here on
+def measure(step, device, repeats, warmup):
+    for _ in range(warmup):  # gradients and optimizer state exist from here on; compiled code too
+        step()
     memory = peak_memory_mib(step, device)
     time_ms = statistics.median(timed_ms(step, device) for _ in range(repeats))
     return memory, time_ms
 
 
 def bench_models(args, device):
-    print(f"### {args.model}, batch {args.batch}, solver {args.solver}, {device}\n")
+    options = [f"precision {args.precision}"] + ["channels_last"] * args.channels_last + ["compile"] * args.compile
+    print(f"### {args.model}, batch {args.batch}, solver {args.solver}, {device}, {', '.join(options)}\n")
     print("| N_t | grad | img/s | time / direct | activation MiB | memory / direct | NFE fwd | NFE bwd |")
     print("|---|---|---|---|---|---|---|---|")
-    images = torch.randn(args.batch, 3, 32, 32, device=device)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    images = torch.randn(args.batch, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
     labels = torch.randint(0, 10, (args.batch,), device=device)
     for steps in args.steps:
         baseline = None
@@ -48,8 +54,10 @@ def bench_models(args, device):
             torch.manual_seed(0)
             model = build_model(args.model, 10, dict(solver=args.solver, steps=steps, grad=grad, check_finite=False),
                                 **args.arch).to(device)
+            model = with_layout_and_compile(model, memory_format, args.compile)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-            memory, time_ms = measure(step_fn(model, images, labels, optimizer), device, args.repeats)
+            step = step_fn(model, images, labels, optimizer, args.precision)
+            memory, time_ms = measure(step, device, args.repeats, warmup=3 if args.compile else 1)
             baseline = baseline or (memory, time_ms)
             nfe = model.nfe()
             print(f"| {steps} | {grad} | {args.batch / time_ms * 1e3:,.0f} | {time_ms / baseline[1]:.2f} | {memory:.1f} "
@@ -93,14 +101,21 @@ def main():
     parser.add_argument("--steps", default="1,2,4,8")
     parser.add_argument("--grads", default="direct,adjoint,anode,aca", help=f"from {', '.join(GRAD_METHODS)}; the first is the baseline")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast, as trainer.precision=bf16")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC weights, as trainer.channels_last=true (CUDA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile of each block's f, as trainer.compile=true")
+    parser.add_argument("--skip-torchdiffeq", action="store_true", help="only the per-method table")
     args = parser.parse_args()
     args.steps = [int(s) for s in args.steps.split(",")]
     args.grads = args.grads.split(",")
     widths = [int(w) for w in args.widths.split(",")] if args.widths else None
     args.arch = dict(widths=widths, stem_width=widths[0]) if widths else {}
     device = torch.device(args.device)
+    if args.channels_last and device.type != "cuda":
+        parser.error("--channels-last is a CUDA option (torch 2.14.1's CPU channels-last backward of a stride-2 1x1 convolution crashes)")
     bench_models(args, device)
-    bench_torchdiffeq(args, device)
+    if not args.skip_torchdiffeq:
+        bench_torchdiffeq(args, device)
 
 
 if __name__ == "__main__":
