@@ -1,8 +1,13 @@
 """The benchmark scripts run and print what the README quotes from them (the figures themselves
 are measured by hand, on a quiet machine: tests never assert wall-clock times)."""
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from anode_bench.report import Run
 
 SCRIPTS = Path(__file__).parent.parent / "scripts"
 
@@ -30,3 +35,44 @@ def test_bench_methods_refuses_channels_last_on_the_cpu_in_one_line():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith(
         "--channels-last is a CUDA option (torch 2.14.1's CPU channels-last backward of a stride-2 1x1 convolution crashes)")
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_hour_drops_the_first_window_and_scales_the_median_step_to_a_full_epoch():
+    gpu_hour = load_script("gpu_hour")
+    run = Run(Path("run"), "run", {"trainer.batch_size": 128}, {}, {"time/step_ms": [(10, 900.0), (20, 10.0), (30, 12.0), (40, 11.0)]})
+    timing = gpu_hour.epochs_per_hour(run, 50_000)  # median 11 ms x ceil(50,000 / 128) = 391 steps
+    assert timing["step_ms"] == 11.0
+    assert timing["epoch_min"] == pytest.approx(11.0 * 391 / 60e3)
+    assert timing["epochs_per_hour"] == pytest.approx(3600e3 / (11.0 * 391))
+    assert gpu_hour.epochs_per_hour(Run(Path("r"), "r", {"trainer.batch_size": 128}, {}, {"time/step_ms": [(10, 9.0)]}), 50_000) is None
+
+
+def test_gpu_hour_prints_a_row_per_run_of_a_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        ["anode-train", "-m", "experiment=smoke", "dataset.train_size=64", "trainer.batch_size=16", "trainer.epochs=1",
+         "trainer.log_every=1", "grad_check.every=0", "grad=aca,direct", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = subprocess.run([sys.executable, str(SCRIPTS / "gpu_hour.py"), str(sweep), "--train-images", "1000"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines()[2:]]
+    assert [(r[1].strip(), r[3].strip(), r[4].strip()) for r in rows] == [("resnet_tiny", "aca", "16"), ("resnet_tiny", "direct", "16")]
+    for row in rows:
+        step_ms, epochs_per_hour = float(row[6]), float(row[10])
+        assert epochs_per_hour == pytest.approx(3600e3 / (step_ms * 63), rel=0.01)  # ceil(1000 / 16) steps
+
+
+def test_gpu_hour_refuses_a_directory_without_runs_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, str(SCRIPTS / "gpu_hour.py"), str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"gpu_hour: no runs under {tmp_path} (a run dir holds metrics.json or .hydra/config.yaml)"
