@@ -8,7 +8,7 @@ import torch
 from problems import ConvBNReLU
 
 from anode_bench.metrics import peak_memory_mib
-from anode_bench.ode import ODEBlock
+from anode_bench.ode import ODEBlock, odeint
 
 
 def training_step_peak_mib(grad, steps):
@@ -55,3 +55,44 @@ def test_aca_memory_grows_by_states_not_graphs(peaks):
     aca_growth = peaks["aca", 8] - peaks["aca", 1]
     direct_growth = peaks["direct", 8] - peaks["direct", 1]
     assert aca_growth < 0.25 * direct_growth, peaks
+
+
+class Scale(torch.nn.Module):
+    """f(t, z) = θ·z: a step's graph is a few |z|, so the states a method keeps dominate its peak."""
+
+    def __init__(self):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+
+    def forward(self, t, z):
+        return self.theta * z
+
+
+def revolve_peak_states(checkpoints, steps=64):
+    """Peak of one forward+backward in units of |z| (0.5 MiB)."""
+    func, z0 = Scale(), torch.randn(2**16, dtype=torch.float64, requires_grad=True)
+
+    def step():
+        odeint(func, z0, solver="euler", steps=steps, grad="revolve", grad_options={"checkpoints": checkpoints}).sum().backward()
+
+    step()
+    return peak_memory_mib(step) / 0.5
+
+
+def test_revolve_holds_one_state_per_snapshot_not_two():
+    """Griewank's budget: K snapshots (z0 among them) plus the working state. The forward's snapshots
+    are freed as the schedule passes them, so K more snapshots cost K more states. Seen (|z|), N = 64:
+    K = 8: 16.2, K = 16: 23.3, 0.9 a snapshot; before the backward could free them, 24.2 and 39.3 (1.9:
+    the forward's K and the backward's K side by side)."""
+    peaks = {k: revolve_peak_states(k) for k in (8, 16)}
+    print("\nrevolve, euler N = 64, peak in |z|: " + ", ".join(f"K = {k}: {p:.1f}" for k, p in peaks.items()))
+    assert (peaks[16] - peaks[8]) / 8 < 1.25, peaks
+
+
+def test_revolve_refuses_a_second_backward_through_freed_snapshots():
+    func, z0 = Scale(), torch.randn(8, dtype=torch.float64, requires_grad=True)
+    z1 = odeint(func, z0, solver="euler", steps=8, grad="revolve", grad_options={"checkpoints": 2})
+    z1.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="grad 'revolve' frees its checkpoints in backward: backpropagate through "
+                                           "it once \\(no retain_graph\\), or use grad 'aca'"):
+        z1.sum().backward()

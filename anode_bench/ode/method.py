@@ -107,6 +107,9 @@ class CheckpointMethod(GradMethod):
 
     record_states = False  # keep z at every accepted step (ACA)
     record_rng = False  # keep the RNG state of every step (recomputing methods)
+    # backward takes the recorded states over and may drop each once done with it (revolve: K + 1
+    # states in all); then the graph can be backpropagated once only (no retain_graph)
+    releases_states = False
 
     def states_to_record(self, plan: SolvePlan):
         """Which states z_i the forward keeps: True (all), False, or a set of step indices i."""
@@ -192,12 +195,21 @@ class _CheckpointedSolve(torch.autograd.Function):
         ctx.ts = trajectory.ts
         ctx.autocast = autocast_state(z0.device.type)  # the backward re-enters it
         ctx.velocity = trajectory.velocity  # alf only: computed here under no_grad, never an input or output
-        ctx.save_for_backward(z0, z1, *trajectory.states)
+        if method.releases_states:  # held by ctx, not autograd, so backward can let each go; never z0 or z1
+            ctx.states = trajectory.states
+            ctx.save_for_backward(z0, z1)
+        else:
+            ctx.save_for_backward(z0, z1, *trajectory.states)
         return z1
 
     @staticmethod
     def backward(ctx, grad_z1):
         z0, z1, *states = ctx.saved_tensors
+        if ctx.method.releases_states:
+            if ctx.states is None:
+                raise RuntimeError(f"grad {ctx.method.name!r} frees its checkpoints in backward: backpropagate "
+                                   f"through it once (no retain_graph), or use grad 'aca'")
+            states, ctx.states = ctx.states, None
         trajectory = Trajectory(ts=ctx.ts, states=states, rng_states=ctx.rng_states, velocity=ctx.velocity)
         func, info = ctx.func, ctx.info
         calls_before = func.calls

@@ -27,11 +27,13 @@ Adaptive solvers: N is unknown until the forward ends, so the forward keeps only
 accepted times; the backward runs the whole schedule, sweep included, on that grid:
 NFE backward = s'·(T(N, K) + N).
 
-Memory: O(K·|z|) + O(s·A) (one step's graph at a time): the forward keeps at most K + 1 states
-(z(t0), K - 1 snapshots, z_{N-1}); the backward's schedule adds at most K - 1 at once (the
-forward's stay allocated until the backward ends): at most 2K states, whatever N. The RNG state
-is kept at snapshots only: steps advanced in order from a snapshot draw the forward's random
-numbers again, so stochastic layers are replayed exactly on fixed grids.
+Memory: O(K·|z|) + O(s·A) (one step's graph at a time), at most K + 1 states whatever N: the
+forward keeps z(t0), K - 1 snapshots and z_{N-1}; the backward takes them over
+(`releases_states`), drops z_{N-1} after its step and each snapshot once the schedule is past it,
+so it never holds more than its K snapshots and the working state. (The price: the graph can be
+backpropagated once only; a second backward, retain_graph, is refused.) The RNG state is kept at
+snapshots only: steps advanced in order from a snapshot draw the forward's random numbers again,
+so stochastic layers are replayed exactly on fixed grids.
 """
 from __future__ import annotations
 
@@ -92,6 +94,7 @@ class Revolve(CheckpointMethod):
     option_names = ("checkpoints",)
     checkpoints = 4
     record_rng = True
+    releases_states = True
 
     def check_options(self):
         k = self.checkpoints
@@ -112,6 +115,7 @@ class Revolve(CheckpointMethod):
         steps = len(ts) - 1
         kept = [0] + (sweep_snapshots(steps, self.checkpoints) if plan.grid is not None else [])
         snapshots = dict(zip(kept, zip([z0.detach(), *trajectory.states], trajectory.rng_states)))
+        trajectory.states.clear()  # each snapshot goes once the schedule is done with it
         grad_params = [torch.zeros_like(p) for p in params]
 
         def advance(a, j):
@@ -142,6 +146,8 @@ class Revolve(CheckpointMethod):
                 b = m  # then the left part, with the same slots
             for n in reversed(range(a, b)):
                 adj = reverse_step(advance(a, n), n, adj)
+                if n != a:
+                    snapshots.pop(n, None)  # the forward's z_{N-1}, the sweep's working state, is used once
             return adj
 
         grad_z0 = reverse(0, steps, self.checkpoints - 1, grad_z1)
