@@ -7,6 +7,11 @@ An explicit s-stage Runge-Kutta step from (t, z) with step dt:
     err    = dt * sum_i (b_i - b_low_i) k_i                (embedded pairs only)
 
 `b` is the higher-order solution, which is the one propagated (local extrapolation).
+`b_mid` (dopri5 only) gives a 4th-order value at the step's midpoint from the same stages,
+
+    z(t + dt/2) ≈ z + dt * sum_i b_mid_i k_i,
+
+the extra point the interpolated adjoint's quartic dense output needs (Shampine 1986).
 """
 from __future__ import annotations
 
@@ -27,12 +32,13 @@ class Tableau:
     order: int
     b_low: tuple[float, ...] | None = None  # embedded lower-order weights: adaptive if given
     low_order: int | None = None
+    b_mid: tuple[float, ...] | None = None  # z(t + dt/2) ≈ z + dt·Σ b_mid_i k_i, 4th order: dense output
 
     @staticmethod
-    def make(name, c, a, b, order, b_low=None, low_order=None) -> "Tableau":
+    def make(name, c, a, b, order, b_low=None, low_order=None, b_mid=None) -> "Tableau":
         stages = len(c)
-        if len(a) != stages or len(b) != stages or (b_low is not None and len(b_low) != stages):
-            raise ValueError(f"tableau {name}: c, a, b and b_low must all have {stages} stages")
+        if any(w is not None and len(w) != stages for w in (a, b, b_low, b_mid)):
+            raise ValueError(f"tableau {name}: c, a, b, b_low and b_mid must all have {stages} stages")
         for i, row in enumerate(a):
             if len(row) != i:
                 raise ValueError(f"tableau {name}: row {i} of a must have {i} entries, has {len(row)}")
@@ -40,6 +46,8 @@ class Tableau:
                 raise ValueError(f"tableau {name}: row {i} of a must sum to c[{i}]")
         if abs(sum(map(Fraction, b)) - 1) > 1e-12 or (b_low is not None and abs(sum(map(Fraction, b_low)) - 1) > 1e-12):
             raise ValueError(f"tableau {name}: b and b_low must sum to 1")
+        if b_mid is not None and abs(sum(map(Fraction, b_mid)) - Fraction(1, 2)) > 1e-12:
+            raise ValueError(f"tableau {name}: b_mid must sum to 1/2 (it steps to t + dt/2)")
         as_floats = lambda seq: tuple(float(x) for x in seq)  # noqa: E731
         return Tableau(
             name=name,
@@ -49,6 +57,7 @@ class Tableau:
             order=order,
             b_low=None if b_low is None else as_floats(b_low),
             low_order=low_order,
+            b_mid=None if b_mid is None else as_floats(b_mid),
         )
 
     @property
@@ -114,6 +123,18 @@ DOPRI5 = Tableau.make(
     order=5,
     b_low=[F(5179, 57600), 0, F(7571, 16695), F(393, 640), F(-92097, 339200), F(187, 2100), F(1, 40)],
     low_order=4,
+    # Shampine's midpoint weights (torchdiffeq's DPS_C_MID): z_mid has local error O(dt⁵). The 7th
+    # stage is f(t + dt, z_next) (FSAL): on a grid, where it does not run, the interpolated adjoint
+    # takes it from the next step's first stage.
+    b_mid=[
+        F(6025192743, 30085553152) / 2,
+        0,
+        F(51252292925, 65400821598) / 2,
+        F(-2691868925, 45128329728) / 2,
+        F(187940372067, 1594534317056) / 2,
+        F(-1776094331, 19743644256) / 2,
+        F(11237099, 235043384) / 2,
+    ],
 )
 
 # The Runge-Kutta solvers. `alf` (asynchronous leapfrog, for `mali`) is not a tableau: it lives in
