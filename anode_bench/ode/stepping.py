@@ -296,7 +296,7 @@ def _integrate_adaptive(
             dt = dt_val = abs(step_dt) * step_factor(ratio_val, exponent, accepted)
         if not accepted:
             trajectory.n_rejected += 1
-            k1 = k[0]
+            k1, z_next, err, k = k[0], None, None, None  # free the attempt's stages before the next attempt
             continue
         step = len(trajectory.ts) - 1
         if _keeps(record_states, step):
@@ -310,6 +310,7 @@ def _integrate_adaptive(
         z, t, t_val = z_next, t_next, t_next_val
         trajectory.ts.append(t_next_val)
         k1 = k[-1] if tableau.fsal else None  # None: the next rk_step evaluates f(t, z)
+        err = k = None  # free this step's stages before the next step makes its own
     return z, trajectory
 
 
