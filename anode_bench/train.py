@@ -105,9 +105,10 @@ def with_layout_and_compile(net, memory_format: torch.memory_format, compile: bo
         # The blocks' f share one code object, so one recompile budget: a block of another shape, a
         # no-grad forward (the checkpointing methods), a recompute with z requiring grad, an evaluation
         # batch: about 4 graphs a block, 16 for a 4-stage ResNet with aca. At dynamo's default of 8 the
-        # rest would silently run eager.
+        # rest would silently run eager. (cache_size_limit: the name torch < 2.7 knows; later
+        # versions keep it as an alias of recompile_limit.)
         limit = RECOMPILES_PER_BLOCK * len(net.ode_blocks)
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, limit)
         for block in net.ode_blocks:
             block.func.compile()
     return net

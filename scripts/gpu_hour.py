@@ -6,7 +6,8 @@
 
 For each run under DIR (anode_bench.report.find_runs): the median of its logged `time/step_ms`
 windows after the first (the first holds cuDNN's autotuning and any compilation; probe steps are
-excluded by the trainer already), the steps of one full epoch, ceil(train_images / batch_size),
+excluded by the trainer already), the steps of one full epoch, train_images // batch_size (the
+trainer drops the last partial batch),
 and from those the training epochs per hour. Not included: evaluation (10,000 test images, forward
 only: roughly a tenth of an epoch's training work) and the gradient probe. Adaptive solvers take
 more steps as the network trains, so their figure is an upper bound; budget configs should keep a
@@ -15,7 +16,6 @@ margin below it.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 from pathlib import Path
@@ -28,7 +28,7 @@ def epochs_per_hour(run, train_images: int) -> dict | None:
     if len(windows) < 2:
         return None
     step_ms = statistics.median(windows[1:])
-    steps = math.ceil(train_images / run.get("trainer.batch_size"))
+    steps = train_images // run.get("trainer.batch_size")  # the trainer drops the last partial batch
     return {"step_ms": step_ms, "epoch_min": step_ms * steps / 6e4, "epochs_per_hour": 3.6e6 / (step_ms * steps)}
 
 

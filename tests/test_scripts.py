@@ -1,11 +1,13 @@
 """The benchmark scripts run and print what the README quotes from them (the figures themselves
 are measured by hand, on a quiet machine: tests never assert wall-clock times)."""
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from anode_bench.report import Run
 
@@ -47,10 +49,10 @@ def load_script(name):
 def test_gpu_hour_drops_the_first_window_and_scales_the_median_step_to_a_full_epoch():
     gpu_hour = load_script("gpu_hour")
     run = Run(Path("run"), "run", {"trainer.batch_size": 128}, {}, {"time/step_ms": [(10, 900.0), (20, 10.0), (30, 12.0), (40, 11.0)]})
-    timing = gpu_hour.epochs_per_hour(run, 50_000)  # median 11 ms x ceil(50,000 / 128) = 391 steps
+    timing = gpu_hour.epochs_per_hour(run, 50_000)  # median 11 ms x 50,000 // 128 = 390 steps (drop_last)
     assert timing["step_ms"] == 11.0
-    assert timing["epoch_min"] == pytest.approx(11.0 * 391 / 60e3)
-    assert timing["epochs_per_hour"] == pytest.approx(3600e3 / (11.0 * 391))
+    assert timing["epoch_min"] == pytest.approx(11.0 * 390 / 60e3)
+    assert timing["epochs_per_hour"] == pytest.approx(3600e3 / (11.0 * 390))
     assert gpu_hour.epochs_per_hour(Run(Path("r"), "r", {"trainer.batch_size": 128}, {}, {"time/step_ms": [(10, 9.0)]}), 50_000) is None
 
 
@@ -68,7 +70,8 @@ def test_gpu_hour_prints_a_row_per_run_of_a_sweep(tmp_path):
     assert [(r[1].strip(), r[3].strip(), r[4].strip()) for r in rows] == [("resnet_tiny", "aca", "16"), ("resnet_tiny", "direct", "16")]
     for row in rows:
         step_ms, epochs_per_hour = float(row[6]), float(row[10])
-        assert epochs_per_hour == pytest.approx(3600e3 / (step_ms * 63), rel=0.01)  # ceil(1000 / 16) steps
+        assert epochs_per_hour == pytest.approx(3600e3 / (step_ms * 62), rel=0.01 + 0.05 / step_ms)  # 1000 // 16 steps;
+        # step_ms is printed to 0.1 ms
 
 
 def test_gpu_hour_refuses_a_directory_without_runs_in_one_line(tmp_path):
@@ -76,3 +79,38 @@ def test_gpu_hour_refuses_a_directory_without_runs_in_one_line(tmp_path):
                          timeout=120)
     assert out.returncode == 1
     assert out.stderr.strip() == f"gpu_hour: no runs under {tmp_path} (a run dir holds metrics.json or .hydra/config.yaml)"
+
+
+def gpu_figures(*parts, cwd, **env):
+    return subprocess.run(["bash", str(SCRIPTS / "gpu_figures.sh"), *parts], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, **env})
+
+
+def test_gpu_figures_records_each_part_under_its_command_and_never_twice(tmp_path):
+    """Run on the CPU with its cheapest part (the gpu-marked tests, which skip here)."""
+    result = gpu_figures("tests", cwd=tmp_path, DEVICE="cpu", OUT_DIR="figs")  # relative to the caller's directory
+    assert result.returncode == 0, result.stderr
+    figures = (tmp_path / "figs" / "figures.md").read_text()
+    assert "<!-- part tests -->" in figures.splitlines()
+    assert "`python -m pytest -q -m gpu tests`" in figures and "16 skipped" in figures and "(exit 0)" in figures
+    again = gpu_figures("gradcheck", "tests", cwd=tmp_path, DEVICE="cpu", OUT_DIR="figs")
+    assert again.returncode == 2
+    assert again.stderr.strip() == (f"gpu_figures.sh: {tmp_path / 'figs' / 'figures.md'} already holds part 'tests'; "
+                                    "give another OUT_DIR (nothing is overwritten)")
+    assert (tmp_path / "figs" / "figures.md").read_text() == figures
+
+
+def test_gpu_figures_refuses_an_unknown_part_in_one_line_before_running_anything(tmp_path):
+    result = gpu_figures("tset", cwd=tmp_path, DEVICE="cpu", OUT_DIR="figs")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("gpu_figures.sh: unknown part 'tset'; choose from tests gradcheck bench loader "
+                                     "budgets (the output directory is OUT_DIR=...)")
+    assert not (tmp_path / "figs").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_figures_refuses_to_record_gpu_figures_without_a_gpu(tmp_path):
+    result = gpu_figures("tests", cwd=tmp_path, OUT_DIR="figs")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "gpu_figures.sh: torch sees no CUDA device; run it on a GPU machine (or DEVICE=cpu)"
+    assert not (tmp_path / "figs").exists()

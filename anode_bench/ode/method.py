@@ -207,8 +207,8 @@ class _CheckpointedSolve(torch.autograd.Function):
         z0, z1, *states = ctx.saved_tensors
         if ctx.method.releases_states:
             if ctx.states is None:
-                raise RuntimeError(f"grad {ctx.method.name!r} frees its checkpoints in backward: backpropagate "
-                                   f"through it once (no retain_graph), or use grad 'aca'")
+                raise RuntimeError(f"grad {ctx.method.name!r} freed its checkpoints in an earlier backward through "
+                                   f"this graph: backpropagate through it once (no retain_graph), or use grad 'aca'")
             states, ctx.states = ctx.states, None
         trajectory = Trajectory(ts=ctx.ts, states=states, rng_states=ctx.rng_states, velocity=ctx.velocity)
         func, info = ctx.func, ctx.info
