@@ -111,6 +111,11 @@ def main():
     widths = [int(w) for w in args.widths.split(",")] if args.widths else None
     args.arch = dict(widths=widths, stem_width=widths[0]) if widths else {}
     device = torch.device(args.device)
+    unknown = [grad for grad in args.grads if grad not in GRAD_METHODS]
+    if unknown:
+        parser.error(f"--grads {','.join(unknown)} unknown; choose from {', '.join(GRAD_METHODS)}")
+    if min(args.steps) < 1:
+        parser.error(f"--steps must be integers >= 1, got {args.steps}")
     if args.channels_last and device.type != "cuda":
         parser.error("--channels-last is a CUDA option (torch 2.14.1's CPU channels-last backward of a stride-2 1x1 convolution crashes)")
     bench_models(args, device)

@@ -94,12 +94,17 @@ def test_only_rank_zero_writes(runs):
         assert log.count("epoch 1/1: train loss") == 1, log
 
 
-def test_a_batch_that_does_not_split_evenly_is_refused_in_one_line(tmp_path):
-    result = two_processes([*RUN, "trainer.batch_size=63", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+@pytest.mark.parametrize("overrides, message", [
+    (["trainer.batch_size=63"], "trainer.batch_size=63 must be divisible by the 2 torchrun processes "
+                                "(each trains on batch_size / processes images)"),
+    (["trainer.sync_bn=true", "solver=bosh3"], "trainer.sync_bn=true cannot run the adaptive solver bosh3: each rank "
+     "picks its own steps, so their BatchNorm all_reduces would not pair up; use a fixed-step solver or sync_bn=false"),
+], ids=["uneven-batch", "sync-bn-adaptive"])
+def test_what_torchrun_cannot_run_is_refused_in_one_line(tmp_path, overrides, message):
+    result = two_processes([*RUN, *overrides, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("anode-train:")]
-    assert lines == ["anode-train: trainer.batch_size=63 must be divisible by the 2 torchrun processes "
-                     "(each trains on batch_size / processes images)"]
+    assert lines == [f"anode-train: {message}"]
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 

@@ -31,12 +31,19 @@ def test_bench_methods_prints_one_row_per_method_and_steps_with_the_first_as_bas
             [str(nfe), "0"], [str(nfe), str(nfe)], [str(nfe), str(nfe)]]
 
 
-def test_bench_methods_refuses_channels_last_on_the_cpu_in_one_line():
-    result = subprocess.run([sys.executable, str(SCRIPTS / "bench_methods.py"), "--channels-last"], capture_output=True,
+@pytest.mark.parametrize("args, message", [
+    (["--channels-last"], "--channels-last is a CUDA option (torch 2.14.1's CPU channels-last backward of a stride-2 1x1 "
+                          "convolution crashes)"),
+    (["--grads", "direct,acca"], "--grads acca unknown; choose from direct, adjoint, anode, aca, revolve, symplectic, "
+                                 "mali, interpolated"),
+    (["--steps", "0,8"], "--steps must be integers >= 1, got [0, 8]"),
+], ids=["channels-last-on-cpu", "unknown-grad", "steps-0"])
+def test_bench_methods_refuses_bad_options_in_one_line_before_measuring(args, message):
+    result = subprocess.run([sys.executable, str(SCRIPTS / "bench_methods.py"), *args], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].endswith(
-        "--channels-last is a CUDA option (torch 2.14.1's CPU channels-last backward of a stride-2 1x1 convolution crashes)")
+    assert result.stderr.strip().splitlines()[-1] == f"bench_methods.py: error: {message}"
+    assert result.stdout == ""
 
 
 def load_script(name):
