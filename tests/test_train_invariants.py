@@ -1,0 +1,230 @@
+"""What a training run must get right that its accuracy does not show.
+
+- the gradient error is relative: scaling every gradient (the loss) by 1000 leaves it unchanged;
+- the inputs are normalized with the training split's statistics, never the test split's;
+- memory/peak_mib is the peak of its own log window, not of the run so far;
+- a run stopped by SIGTERM and resumed draws the same global random numbers (dropout) as one
+  never stopped.
+
+The training checks run `train(cfg, run_dir)` in this process on an instrumented resnet_tiny,
+registered as a model preset for the test: it can drop out its input (drawing from the global
+RNG, which no shipped model does), record what it is fed, allocate scratch memory in one
+chosen training step, and send its own process SIGTERM in one chosen step.
+"""
+import json
+import os
+import signal
+from types import MappingProxyType
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from anode_bench.metrics import gradient_error
+from anode_bench.models import build_model
+from anode_bench.models.registry import PRESETS, Preset
+from anode_bench.models.resnet import ODEResNet
+from anode_bench.train import CONFIG_DIR, train
+
+BATCH = 16
+SEEN = []  # (training mode, input) of every forward of an instrumented model, copies included
+
+
+class Instrumented(ODEResNet):
+    """resnet_tiny plus test hooks. dropout: F.dropout on the input (global RNG); record: keep every
+    input in SEEN; scratch_mib / sigterm_at: in the training forward (batch size BATCH) of step
+    `scratch_step` allocate and free that many MiB / at step `sigterm_at` signal this process."""
+
+    def __init__(self, num_classes=10, ode=None, *, dropout=0.0, record=False, scratch_mib=0, scratch_step=0,
+                 sigterm_at=-1, **kwargs):
+        super().__init__(num_classes, ode, **kwargs)
+        self.dropout, self.record, self.sigterm_at = dropout, record, sigterm_at
+        self.scratch_mib, self.scratch_step = scratch_mib, scratch_step
+        self.training_forwards = 0  # the probe's copies see grad_check.batch_size images, not BATCH
+
+    def forward(self, x):
+        if self.record:
+            SEEN.append((self.training, x.detach().clone()))
+        if self.training and len(x) == BATCH and x.dtype == torch.float32 and torch.is_grad_enabled():
+            step, self.training_forwards = self.training_forwards, self.training_forwards + 1
+            if step == self.sigterm_at:
+                os.kill(os.getpid(), signal.SIGTERM)  # the run checkpoints after this step and exits 143
+            if self.scratch_mib and step == self.scratch_step:
+                scratch = torch.ones(self.scratch_mib * 2**18, device=x.device)  # float32: 4 bytes each
+                del scratch
+        return super().forward(F.dropout(x, self.dropout, self.training) if self.dropout else x)
+
+
+@pytest.fixture
+def instrumented(monkeypatch):
+    SEEN.clear()
+    tiny = PRESETS["resnet_tiny"]
+    monkeypatch.setitem(PRESETS, "instrumented", Preset(Instrumented, tiny.kwargs, "resnet_tiny with test hooks"))
+    yield
+    SEEN.clear()
+
+
+def config(*overrides, arch=None):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            "experiment=smoke", f"trainer.batch_size={BATCH}", "grad_check.batch_size=8", *overrides])
+    OmegaConf.set_struct(cfg, False)
+    cfg.model.name = "instrumented"
+    cfg.model.arch = dict(arch or {})
+    return cfg
+
+
+# the gradient error is relative
+
+
+class ScaledGradient(torch.nn.Module):
+    """The same logits as `inner`; every gradient through them times `scale` (in float32 only, when
+    `float32_only`, so that the float64 reference keeps the true gradient)."""
+
+    def __init__(self, inner, scale, float32_only=False):
+        super().__init__()
+        self.inner, self.scale, self.float32_only = inner, scale, float32_only
+
+    @property
+    def ode_blocks(self):
+        return self.inner.ode_blocks
+
+    def forward(self, x):
+        logits = self.inner(x)
+        if self.float32_only and logits.dtype != torch.float32:
+            return logits
+        return logits.detach() + self.scale * (logits - logits.detach())
+
+
+def probe_problem(grad):
+    torch.manual_seed(0)
+    model = build_model("resnet_tiny", 10, dict(solver="euler", steps=1, grad=grad))
+    return model, torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+
+
+@pytest.mark.parametrize("grad", ["adjoint", "aca"])
+def test_the_gradient_error_does_not_change_when_the_loss_is_scaled_by_1000(grad):
+    model, images, labels = probe_problem(grad)
+    plain = gradient_error(ScaledGradient(model, 1.0), images, labels)
+    scaled = gradient_error(ScaledGradient(model, 1000.0), images, labels)
+    assert plain["grad_error/rel_l2"] > 1e-8  # float32 against float64: never exactly 0
+    for tag, value in plain.items():
+        assert scaled[tag] == pytest.approx(value, rel=1e-3, abs=1e-6), tag
+
+
+def test_the_gradient_error_of_a_gradient_one_and_a_half_times_too_large_is_one_half():
+    """g = 1.5 g_ref (aca: exact up to float32 rounding, 1e-6 against 0.5): ||g - g_ref|| / ||g_ref|| =
+    0.5 and cosine 1, per block too; without the denominator, or with ||g|| in it, this is not 0.5."""
+    model, images, labels = probe_problem("aca")
+    errors = gradient_error(ScaledGradient(model, 1.5, float32_only=True), images, labels)
+    assert errors["grad_error/cosine"] == pytest.approx(1.0, abs=1e-5)
+    for tag, value in errors.items():
+        if tag != "grad_error/cosine":
+            assert value == pytest.approx(0.5, abs=1e-4), tag
+
+
+# normalization
+
+
+def write_npz(path, train_range, test_range, n_train=64, n_test=32):
+    rng = np.random.default_rng(0)
+    splits = {}
+    for part, (lo, hi), n in (("train", train_range, n_train), ("test", test_range, n_test)):
+        splits[f"x_{part}"] = rng.integers(lo, hi, (n, 32, 32, 3), dtype=np.uint8)
+        splits[f"y_{part}"] = rng.integers(0, 10, n)
+    np.savez(path, **splits)
+    return splits
+
+
+def test_inputs_are_normalized_with_the_training_splits_statistics(tmp_path, instrumented):
+    """Train pixels in 0..119, test pixels in 60..254: the splits' means and stds differ, so only the
+    training split's statistics turn every input the model sees back into integers 0..255 (crops pad
+    with 0, flips permute), and the test inputs back into the test images."""
+    data = write_npz(tmp_path / "data.npz", (0, 120), (60, 255))
+    pixels = data["x_train"].reshape(-1, 3).astype(np.float64) / 255
+    mean, std = pixels.mean(0), pixels.std(0)
+    test_pixels = data["x_test"].reshape(-1, 3).astype(np.float64) / 255
+    assert np.all(np.abs(test_pixels.std(0) / std - 1) > 0.2) and np.all(np.abs(test_pixels.mean(0) - mean) > 0.1)
+    cfg = config(f"dataset.path={tmp_path / 'data.npz'}", "dataset.train_size=null", "dataset.test_size=null",
+                 "trainer.max_steps_per_epoch=2", "grad_check.every=1", "trainer.eval_batch_size=32", arch={"record": True})
+    cfg.dataset.name = "cifar10"  # smoke's synthetic data would ignore dataset.path
+    train(cfg, tmp_path / "run", torch.device("cpu"))
+    assert {training for training, _ in SEEN} == {True, False}
+    to_pixels = lambda x: x.double() * torch.tensor(255 * std).view(1, 3, 1, 1) + torch.tensor(255 * mean).view(1, 3, 1, 1)  # noqa: E731
+    for _, x in SEEN:
+        pixels_back = to_pixels(x)
+        assert (pixels_back - pixels_back.round()).abs().max() < 1e-3
+        assert pixels_back.min() > -1e-3 and pixels_back.max() < 255 + 1e-3
+    evaluated = torch.cat([to_pixels(x) for training, x in SEEN if not training])
+    expected = torch.from_numpy(data["x_test"]).permute(0, 3, 1, 2).double()
+    torch.testing.assert_close(evaluated, expected, rtol=0, atol=1e-3)
+
+
+# peak memory per log window
+
+
+def scalars(run_dir, tag):
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return {event.step: event.value for event in accumulator.Scalars(tag)}
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_peak_memory_of_each_log_window_is_that_windows_own(tmp_path, instrumented, device):
+    """Step 0 allocates 64 MiB of scratch, no later step does. Log windows of one step; on the CPU the
+    peak is measured at the probe steps 0, 2 and 4 (grad_check.every=2) and logged at 1, 3 and 5, on
+    CUDA at every step. The first window's peak holds the scratch, every later one must not: a peak
+    that is never reset repeats the first window's."""
+    cfg = config("dataset.train_size=128", "dataset.test_size=32", "trainer.max_steps_per_epoch=6",
+                 "trainer.log_every=1", "grad_check.every=2", f"trainer.device={device}",
+                 arch={"scratch_mib": 64, "scratch_step": 0})
+    run_dir = tmp_path / "run"
+    train(cfg, run_dir, torch.device(device))
+    peaks = scalars(run_dir, "memory/peak_mib")
+    if device == "cpu":
+        assert sorted(peaks) == [1, 3, 5]  # only windows with a measured step log a peak
+    first, *later = [peaks[step] for step in sorted(peaks)]
+    assert later and all(first - peak > 48 for peak in later), peaks
+    assert max(later) - min(later) < 16, peaks
+
+
+# the global RNG on resume
+
+
+def comparable(metrics):
+    return {k: v for k, v in metrics.items() if not k.startswith(("time/", "memory/")) and k not in ("git",)}
+
+
+def final_weights(run_dir):
+    newest = sorted((run_dir / "checkpoints").glob("step_*.pt"))[-1]
+    return torch.load(newest, weights_only=True)["model"]
+
+
+def test_a_resumed_run_draws_the_global_random_numbers_of_one_never_stopped(tmp_path, instrumented):
+    """Input dropout draws from the global RNG at every training step. SIGTERM in step 5 of 12 (in the
+    second of three epochs), then a resume: the weights, metrics and gradient errors must equal an
+    uninterrupted run's to the bit, which they do only if the checkpoint's global RNG state is restored
+    (the loader's generator alone does not carry the dropout masks)."""
+    run = ["dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=3", "trainer.max_steps_per_epoch=4",
+           "trainer.log_every=2", "grad_check.every=3"]
+    stopped = tmp_path / "stopped"
+    with pytest.raises(SystemExit) as exit_info:
+        train(config(*run, arch={"dropout": 0.2, "sigterm_at": 5}), stopped, torch.device("cpu"))
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert not (stopped / "metrics.json").exists()
+    resumed = train(config(*run, "trainer.resume=true", arch={"dropout": 0.2}), stopped, torch.device("cpu"))
+
+    never_stopped = tmp_path / "never_stopped"
+    uninterrupted = train(config(*run, arch={"dropout": 0.2}), never_stopped, torch.device("cpu"))
+    assert comparable(resumed) == comparable(uninterrupted)
+    assert json.loads((stopped / "metrics.json").read_text())["steps"] == 12
+    weights, reference = final_weights(stopped), final_weights(never_stopped)
+    assert all(torch.equal(weights[k], reference[k]) for k in reference)
+
