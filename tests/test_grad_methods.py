@@ -7,6 +7,8 @@
 - no method changes BatchNorm running statistics or the RNG differently from a plain forward.
 """
 
+import copy
+
 import pytest
 import torch
 from problems import TanhMLP, conv_problem, gradient, relative_error
@@ -86,16 +88,34 @@ def test_adjoint_converges_to_direct_at_least_at_the_solver_order_for_smooth_f(s
     assert -log_slope(steps, errors) > SOLVERS[solver].order - 0.3, errors
 
 
-def test_adjoint_gradient_is_far_from_exact_for_relu_batchnorm():
+@pytest.mark.parametrize("solver", ["euler", "midpoint"])
+def test_adjoint_gradient_is_far_from_exact_for_relu_batchnorm(solver):
+    """Two-sided: our adjoint's gradient is torchdiffeq's odeint_adjoint's on the same problem and grid
+    (the same discretization of the same adjoint ODE, so to rounding), and that gradient is far from
+    the exact one. A wrong adjoint fails the first bound, an exact one the second. torchdiffeq's rk4
+    is Kutta's 3/8 rule, so the shared solvers are euler and midpoint."""
+    torchdiffeq = pytest.importorskip("torchdiffeq", reason="torchdiffeq is not installed (pip install -e '.[compare]')")
     func, y0 = conv_problem()
-    print("\nadjoint vs direct, f = conv-BN-ReLU-conv-BN (train mode), rk4")
+    print(f"\nadjoint vs direct, f = conv-BN-ReLU-conv-BN (train mode), {solver}")
     print("N_t  relative error")
     for steps in [1, 2, 3, 4]:
-        reference, _, _ = gradient(func, y0, "direct", solver="rk4", steps=steps)
-        result, _, _ = gradient(func, y0, "adjoint", solver="rk4", steps=steps)
+        reference, _, _ = gradient(func, y0, "direct", solver=solver, steps=steps)
+        result, _, _ = gradient(func, y0, "adjoint", solver=solver, steps=steps)
+        theirs = torchdiffeq_adjoint_gradient(torchdiffeq, func, y0, solver, steps)
         error = relative_error(result, reference)
         print(f"{steps:>3}  {error:.3e}")
+        assert relative_error(result, theirs) <= 1e-10
         assert error > 1e-3  # not a rounding difference: a different gradient
+
+
+def torchdiffeq_adjoint_gradient(torchdiffeq, func, y0, solver, steps):
+    """problems.gradient's [dL/dy0, dL/dθ...] through torchdiffeq.odeint_adjoint on a uniform grid."""
+    func = copy.deepcopy(func)
+    y0 = y0.clone().requires_grad_()
+    t = torch.tensor([0.0, 1.0], dtype=y0.dtype)
+    y1 = torchdiffeq.odeint_adjoint(func, y0, t, method=solver, options=dict(step_size=1.0 / steps))[-1]
+    (y1 * torch.cos(y1)).sum().backward()
+    return torch.cat([y0.grad.reshape(-1)] + [p.grad.reshape(-1) for p in func.parameters()])
 
 
 @pytest.mark.parametrize("steps", [1, 3])
@@ -142,13 +162,27 @@ def test_dopri5_on_a_grid_takes_six_evaluations_per_step():
 
 
 @pytest.mark.parametrize("grad", list(GRAD_METHODS))
-def test_without_grad_every_method_returns_the_same_state(grad):
+@pytest.mark.parametrize("solver", ["heun", "rk4", "dopri5"])
+def test_every_methods_forward_returns_directs_state(grad, solver):
+    """With grad enabled each method runs its own forward (no graph, checkpoints, RNG states, nodes):
+    z(t1) must be direct's, to the bit on a grid; under error control direct keeps dt in the graph
+    (a tensor formula for the step factor), so there the accepted times and states agree to rounding.
+    Without grad every method takes the plain solve, so that case is checked too but proves little alone."""
+    solver = "alf" if grad == "mali" else solver
+    adaptive = solver in ADAPTIVE
+    args = dict(solver=solver, rtol=1e-4, atol=1e-6) if adaptive else dict(solver=solver, steps=3)
     func, y0 = conv_problem()
-    func.eval()
-    solver = SOLVER_OF.get(grad, "heun")
+    reference, ref_info = odeint(copy.deepcopy(func), y0.clone().requires_grad_(), grad="direct", return_info=True, **args)
+    result, info = odeint(copy.deepcopy(func), y0.clone().requires_grad_(), grad=grad, return_info=True, **args)
+    assert result.requires_grad
+    if adaptive:
+        assert len(info.ts) > 2 and info.ts == pytest.approx(ref_info.ts, rel=1e-12)
+        torch.testing.assert_close(result.detach(), reference.detach(), rtol=1e-12, atol=1e-12)
+    else:
+        assert torch.equal(result.detach(), reference.detach())
     with torch.no_grad():
-        reference = odeint(func, y0, solver=solver, steps=3)
-        assert torch.equal(odeint(func, y0, solver=solver, steps=3, grad=grad), reference)
+        plain = odeint(copy.deepcopy(func), y0, grad=grad, **args)
+    torch.testing.assert_close(plain, reference.detach(), rtol=1e-12, atol=1e-12)
 
 
 def test_direct_on_adaptive_solver_differentiates_the_step_size_controller():
