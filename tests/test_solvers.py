@@ -23,14 +23,68 @@ def no_grad():
         yield
 
 
+def rooted_trees(order):
+    """Every rooted tree with `order` nodes, as a sorted tuple of its subtrees (the leaf is ())."""
+    if order == 1:
+        return [()]
+    trees = set()
+
+    def forests(n, smallest):  # multisets of trees with n nodes in all, in non-decreasing order
+        if n == 0:
+            yield ()
+            return
+        for size in range(1, n + 1):
+            for tree in rooted_trees(size):
+                if (size, tree) >= smallest:
+                    for rest in forests(n - size, (size, tree)):
+                        yield (tree, *rest)
+
+    for forest in forests(order - 1, (0, ())):
+        trees.add(tuple(sorted(forest)))
+    return sorted(trees)
+
+
+def size(tree):
+    return 1 + sum(size(child) for child in tree)
+
+
+def density(tree):
+    """gamma(tree) = |tree| * product of the children's densities."""
+    return size(tree) * math.prod(density(child) for child in tree)
+
+
+def elementary_weights(tab, tree):
+    """Phi_i(tree) for every stage i: the product over children of sum_j a_ij Phi_j(child)."""
+    result = [1.0] * tab.stages
+    for child in tree:
+        phi = elementary_weights(tab, child)
+        result = [r * sum(a_ij * p for a_ij, p in zip(row, phi)) for r, row in zip(result, tab.a)]
+    return result
+
+
+def order_of(tab, weights, up_to=6):
+    """The largest p with sum_i w_i Phi_i(t) = 1 / gamma(t) for every tree t of at most p nodes
+    (Butcher's order conditions: 1, 1, 2, 4, 9, 20 trees of order 1..6)."""
+    for p in range(1, up_to + 1):
+        for tree in rooted_trees(p):
+            if abs(sum(w * phi for w, phi in zip(weights, elementary_weights(tab, tree))) - 1 / density(tree)) > 1e-12:
+                return p - 1
+    return up_to
+
+
+def test_the_tree_count_is_butchers():
+    assert [len(rooted_trees(p)) for p in range(1, 7)] == [1, 1, 2, 4, 9, 20]
+
+
 @pytest.mark.parametrize("solver", list(SOLVERS))
-def test_tableau_is_consistent(solver):
+def test_tableau_satisfies_the_order_conditions_of_its_stated_orders_and_no_more(solver):
+    """Butcher's order conditions, which construction does not check: b meets them up to `order`
+    and fails one of order + 1; b_low likewise at `low_order` (the controller's exponent is built on
+    it). A mislabelled order or a mistyped coefficient fails here, not only in a convergence fit."""
     tab = SOLVERS[solver]
-    assert math.isclose(sum(tab.b), 1.0, abs_tol=1e-14)
-    for c_i, row in zip(tab.c, tab.a):
-        assert math.isclose(sum(row), c_i, abs_tol=1e-14)
+    assert order_of(tab, tab.b) == tab.order
     if tab.adaptive:
-        assert math.isclose(sum(tab.b_low), 1.0, abs_tol=1e-14)
+        assert order_of(tab, tab.b_low) == tab.low_order < tab.order
 
 
 @pytest.mark.parametrize("solver", ["rk4", "dopri5"])
