@@ -78,8 +78,16 @@ def test_preset_parameter_count_is_the_documented_one(name, num_classes):
 @pytest.mark.parametrize("num_classes", [10, 100])
 @pytest.mark.parametrize("name", [*TINY, *FAMILIES])
 def test_output_is_logits_per_image(name, num_classes):
-    model = build_model(name, num_classes, dict(solver="euler", steps=1))
-    assert model(torch.randn(2, 3, 32, 32)).shape == (2, num_classes)
+    """[B, 3, 32, 32] -> [B, num_classes], row i a function of image i alone (in eval mode, where
+    BatchNorm uses its running statistics instead of the batch's), and not the same for every image."""
+    model = build_model(name, num_classes, dict(solver="euler", steps=1)).eval()
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(images)
+        one_by_one = torch.cat([model(image[None]) for image in images])
+    assert logits.shape == (3, num_classes)
+    torch.testing.assert_close(logits, one_by_one, rtol=1e-4, atol=1e-5)
+    assert (logits[0] - logits[1]).abs().max() > 1e-6
 
 
 @pytest.mark.parametrize("time_channel", [False, True])

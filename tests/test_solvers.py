@@ -150,7 +150,11 @@ def test_uniform_grid_has_steps_plus_one_times():
 
 @pytest.mark.parametrize("solver", ["euler", "rk4", "dopri5"])
 def test_runs_in_float32_and_keeps_dtype(solver):
+    """A float32 solve stays float32 and is the float64 solve to float32 rounding (on the same grid)."""
     ode = random_linear_ode(dtype=torch.float32)
     y0 = torch.randn(2, 4)
     steps = None if SOLVERS[solver].adaptive else 4
-    assert odeint(ode, y0, solver=solver, steps=steps).dtype == torch.float32
+    y1, info = odeint(ode, y0, solver=solver, steps=steps, return_info=True)
+    assert y1.dtype == torch.float32
+    exact = odeint(ode.double(), y0.double(), solver=solver, grid=info.ts)
+    torch.testing.assert_close(y1.double(), exact, rtol=1e-5, atol=1e-6)
