@@ -8,6 +8,8 @@ t_n) changes nothing, so these tests use f(t, z) = cos(ω t) g(z) + β t² z wit
 different numbers). The discrete gradient is then a function of every stage time, and each
 method must equal `direct` on the same grid to 1e-10 in float64, as with an autonomous f.
 """
+import copy
+
 import pytest
 import torch
 from problems import ConvBNReLU, gradient, relative_error
@@ -100,3 +102,21 @@ def test_every_method_evaluates_f_at_the_forward_solves_times(solver):
         phase[0] = "backward"
         y1.sum().backward()
         assert seen["backward"] and seen["backward"] <= seen["forward"], (grad, seen["backward"] - seen["forward"])
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("solver", ["euler", "midpoint"])
+def test_adjoint_equals_torchdiffeqs_odeint_adjoint(solver, steps):
+    """The adjoint solves its own reverse ODE, at times it computes from t1 back to t0: with this f
+    it must still be torchdiffeq's odeint_adjoint on the same grid (the same discretization of the
+    same adjoint ODE; euler and midpoint are the solvers the two libraries share)."""
+    torchdiffeq = pytest.importorskip("torchdiffeq", reason="torchdiffeq is not installed (pip install -e '.[compare]')")
+    func, y0 = problem()
+    result, _, _ = gradient(func, y0, "adjoint", solver=solver, steps=steps, **SPAN)
+    theirs = copy.deepcopy(func)
+    y = y0.clone().requires_grad_()
+    t = torch.tensor([SPAN["t0"], SPAN["t1"]], dtype=torch.float64)
+    y1 = torchdiffeq.odeint_adjoint(theirs, y, t, method=solver, options=dict(step_size=(t[1] - t[0]).item() / steps))[-1]
+    (y1 * torch.cos(y1)).sum().backward()  # problems.gradient's loss
+    reference = torch.cat([y.grad.reshape(-1)] + [p.grad.reshape(-1) for p in theirs.parameters()])
+    assert relative_error(result, reference) <= 1e-10

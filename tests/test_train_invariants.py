@@ -14,7 +14,6 @@ chosen training step, and send its own process SIGTERM in one chosen step.
 import json
 import os
 import signal
-from types import MappingProxyType
 
 import numpy as np
 import pytest
