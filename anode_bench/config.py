@@ -9,12 +9,16 @@ needs no second list here. Every failure is one ConfigError line naming the key 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .data import NUM_CLASSES
+
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")  # the repository's configs/ (editable install)
 
 
 class ConfigError(ValueError):
@@ -135,8 +139,8 @@ def _one_line(error: Exception) -> str:
     return text[0] if text else type(error).__name__
 
 
-def validate(cfg: DictConfig, ode_settings) -> None:
-    """Raise ConfigError for the first bad group; `ode_settings(cfg)` gives the ODEBlock settings."""
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first bad group."""
     for group, schema in SCHEMAS.items():
         try:
             OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg[group]))
@@ -147,6 +151,7 @@ def validate(cfg: DictConfig, ode_settings) -> None:
             raise ConfigError(f"{group}{'.' + key if key and not key.startswith(group) else ''}: {_one_line(error)}") from None
     import torch
 
+    from .build import ode_settings
     from .ode import SOLVERS, ODEBlock
 
     try:

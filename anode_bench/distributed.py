@@ -39,10 +39,6 @@ class Distributed:
     def active(self) -> bool:
         return self.world_size > 1
 
-    def shard(self, batch: torch.Tensor) -> torch.Tensor:
-        """This rank's contiguous part of a global batch (the last ranks may get one fewer row)."""
-        return batch.tensor_split(self.world_size)[self.rank] if self.active else batch
-
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum of `tensor` over ranks (in place)."""
         if self.active:

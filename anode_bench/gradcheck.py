@@ -32,12 +32,13 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from .config import ConfigError, validate
+from .config import CONFIG_DIR, ConfigError, validate
 from .data import DataError, DeviceLoader, channel_stats
 from .metrics import gradient_error, peak_memory_mib, timed_ms
 from .ode import GRAD_METHODS, SOLVERS, MaxStepsError, NonFiniteStateError
-from .train import (CONFIG_DIR, invocation_record, load_data, make_model, nfe_counts, ode_settings, pick_device,
-                    save_record)
+from .build import load_data, make_model, pick_device
+from .run_state import invocation_record, save_record
+from .trainer import nfe_counts
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +311,7 @@ def main(cfg: DictConfig) -> None:
         if earlier:
             raise ConfigError(f"{out_dir} already holds a run ({', '.join(earlier)}); nothing was overwritten: "
                               f"choose another hydra.run.dir")
-        validate(cfg, ode_settings)
+        validate(cfg)
         gradcheck(cfg, out_dir, command)
         save_record(out_dir, invocation_record(cfg))
     except (ConfigError, DataError) as error:

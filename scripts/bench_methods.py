@@ -19,12 +19,12 @@ import torch
 from anode_bench.metrics import peak_memory_mib, timed_ms
 from anode_bench.models import build_model
 from anode_bench.ode import GRAD_METHODS, odeint
-from anode_bench.train import autocast, with_layout_and_compile
+from anode_bench.build import PRECISIONS, with_layout_and_compile
 
 
 def step_fn(model, images, labels, optimizer, precision):
     def step():
-        with autocast(precision, images.device):
+        with PRECISIONS[precision].autocast(images.device):
             loss = torch.nn.functional.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from anode_bench.train import CONFIG_DIR
+from anode_bench.config import CONFIG_DIR
 
 ROOT = Path(CONFIG_DIR).parent
 SAMPLE = ROOT.parent / "shared" / "data" / "cifar10_sample.npz"

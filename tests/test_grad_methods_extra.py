@@ -25,7 +25,8 @@ from anode_bench.ode.interpolated import NodeSampler, chebyshev_lobatto, hermite
 from anode_bench.ode.method import CountedFunc
 from anode_bench.ode.revolve import advances, sweep_snapshots
 from anode_bench.ode.stepping import integrate, rk_step
-from anode_bench.train import CONFIG_DIR, ode_settings
+from anode_bench.build import ode_settings
+from anode_bench.config import CONFIG_DIR
 
 FIXED = [name for name, tab in SOLVERS.items() if not tab.adaptive]
 ADAPTIVE = [name for name, tab in SOLVERS.items() if tab.adaptive]

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from anode_bench.gradcheck import combinations, plots
 from anode_bench.metrics import gradient_error
 from anode_bench.models import build_model
-from anode_bench.train import CONFIG_DIR
+from anode_bench.config import CONFIG_DIR
 
 GRADS, STEPS = ["direct", "adjoint", "aca"], [1, 2]
 TINY = ["dataset.train_size=64", "dataset.test_size=16", "gradcheck.batch_size=8", "gradcheck.repeats=1",

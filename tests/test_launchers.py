@@ -116,7 +116,7 @@ def test_the_slurm_sweep_submits_one_array_job_with_the_configs_settings(tmp_pat
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from anode_bench.train import CONFIG_DIR
+    from anode_bench.config import CONFIG_DIR
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -160,11 +160,12 @@ def test_channels_last_input_trains_on_cpu(name):
 def test_nfe_sums_stage_evaluations_over_blocks(name):
     model = build_model(name, 10, dict(solver="rk4", steps=3, grad="anode"))
     model(torch.randn(2, 3, 32, 32)).sum().backward()
-    assert model.nfe() == dict(forward=4 * 4 * 3, backward=4 * 4 * 3)  # 4 blocks, 4 stages, N_t = 3; recomputed once
+    assert model.nfe() == dict(forward=4 * 4 * 3, backward=4 * 4 * 3, rejected=0,
+                               host_syncs=4)  # 4 blocks, 4 stages, N_t = 3; recomputed once; one end-state check per solve
     model.configure_ode(solver="euler", steps=2, grad="direct")
     assert all(block.settings["solver"] == "euler" for block in model.ode_blocks)
     model(torch.randn(2, 3, 32, 32)).sum().backward()
-    assert model.nfe() == dict(forward=4 * 1 * 2, backward=0)
+    assert model.nfe() == dict(forward=4 * 1 * 2, backward=0, rejected=0, host_syncs=4)
 
 
 @pytest.mark.parametrize("name", TINY)

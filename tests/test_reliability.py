@@ -12,8 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from anode_bench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from anode_bench.config import ConfigError, validate
-from anode_bench.train import CONFIG_DIR, ode_settings
+from anode_bench.config import CONFIG_DIR, ConfigError, validate
 
 RUN = ["experiment=smoke", "dataset.train_size=512", "dataset.test_size=64", "trainer.epochs=3",
        "trainer.log_every=3", "grad_check.every=5"]
@@ -170,7 +169,7 @@ def test_bad_config_values_are_refused_in_one_line(override, message):
         except Exception as error:  # Hydra itself refused the override (a type the yaml cannot hold)
             pytest.fail(f"compose refused {override}: {error}")
     with pytest.raises(ConfigError) as error:
-        validate(cfg, ode_settings)
+        validate(cfg)
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
@@ -179,14 +178,14 @@ def test_cuda_without_a_gpu_is_refused():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=["trainer.device=cuda"])
     with pytest.raises(ConfigError, match="trainer.device=cuda but CUDA is not available"):
-        validate(cfg, ode_settings)
+        validate(cfg)
 
 
 def test_meaningless_combinations_are_refused():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=["solver=dopri5", "solver.steps=4"])
     with pytest.raises(ConfigError, match="solver.steps=4 makes no sense for the adaptive solver dopri5"):
-        validate(cfg, ode_settings)
+        validate(cfg)
 
 
 def test_a_batch_larger_than_the_training_set_is_refused_before_anything_is_written(tmp_path):

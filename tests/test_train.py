@@ -14,7 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from anode_bench.metrics import gradient_error
 from anode_bench.models import build_model
 from anode_bench.ode import ODEBlock
-from anode_bench.train import CONFIG_DIR, ode_settings
+from anode_bench.build import ode_settings
+from anode_bench.config import CONFIG_DIR
 
 GROUPS = {group: sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
           for group in ("dataset", "model", "solver", "grad", "trainer", "grad_check", "experiment")}

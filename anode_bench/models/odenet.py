@@ -78,6 +78,10 @@ class ODENet(nn.Module):
         return self
 
     def nfe(self) -> dict[str, int]:
-        """f evaluations of the last forward (and of its backward, once run), summed over blocks."""
+        """f evaluations of the last forward (and of its backward, once run), rejected adaptive steps
+        (forward and reverse solves) and host read-backs inside the solves (0 on fixed grids), summed
+        over blocks."""
         infos = [block.last_info for block in self.ode_blocks]
-        return dict(forward=sum(i.nfe_forward for i in infos), backward=sum(i.nfe_backward for i in infos))
+        return dict(forward=sum(i.nfe_forward for i in infos), backward=sum(i.nfe_backward for i in infos),
+                    rejected=sum(i.n_rejected + i.n_rejected_backward for i in infos),
+                    host_syncs=sum(i.host_syncs + i.host_syncs_backward for i in infos))

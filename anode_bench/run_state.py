@@ -1,0 +1,123 @@
+"""What a run keeps besides its weights: where it stands (Progress), its random number generators,
+its checkpoints, the stop-on-signal flag, and the record of how it was invoked (<run dir>/.hydra).
+
+A resumed run restores all of it, so that on the CPU it ends with the same metrics, to the bit,
+as a run never stopped.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .tags import HISTORY
+
+
+@dataclass
+class Progress:
+    """Where a run stands: everything besides model, optimizer and scheduler that a resume needs."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step: int = 0  # training steps done in all
+    step_in_epoch: int = 0
+    epoch_rng: torch.Tensor | None = None  # the loader generator's state when this epoch began
+    loss_sum: float = 0.0  # this epoch's sums so far (all ranks')
+    correct: int = 0
+    seen: int = 0
+    test_loss: float = math.nan
+    test_acc: float = math.nan
+    last_nfe: dict = field(default_factory=dict)
+    history: dict = field(default_factory=lambda: {tag: [] for tag in HISTORY})  # per tag, every value logged
+
+
+def rng_states(device: torch.device) -> dict:
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_states(states: dict, device: torch.device) -> None:
+    torch.set_rng_state(states["cpu"])
+    if states["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def save_state(run_dir: Path, net, optimizer, scheduler, progress: Progress, device: torch.device, keep: int) -> Path:
+    """A checkpoint of everything a resume needs (checkpoint.save_checkpoint: atomic, the newest `keep` kept)."""
+    state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "progress": asdict(progress), "rng": rng_states(device)}
+    return save_checkpoint(run_dir, progress.step, state, keep=keep)
+
+
+def restore_state(source: Path, net, optimizer, scheduler, device: torch.device) -> tuple[Progress, Path]:
+    """Load the newest readable checkpoint of `source` (a run dir or a file) into the objects and
+    the RNGs; returns the progress it holds and the file it came from."""
+    state, path = load_checkpoint(source, map_location=device)
+    net.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_states(state["rng"], device)
+    return Progress(**state["progress"]), path
+
+
+class StopRequest:
+    """Within `with StopRequest() as stop:` SIGTERM and SIGINT only set stop.signum; the loop checks it
+    after each step, checkpoints and exits 128 + signal. The previous handlers come back on leaving
+    the block, whatever ends it."""
+
+    def __init__(self):
+        self.signum = None
+        self.previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.previous[signum] = signal.signal(signum, self.request)
+        return self
+
+    def request(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+
+def invocation_record(cfg: DictConfig) -> dict[str, str]:
+    """The files Hydra would save into <run dir>/.hydra: config.yaml (the task config as composed: take
+    it before anything changes cfg), hydra.yaml and overrides.yaml. Hydra saves them before the task
+    starts, so a run dir the task then refuses would lose its record; the configs therefore set
+    hydra.output_subdir: null, and save_record writes these once a run is under way."""
+    hydra_cfg = hydra.core.hydra_config.HydraConfig.instance().cfg  # the node whose one key is `hydra`
+    return {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
+            "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task)}
+
+
+def save_record(run_dir: Path, record: dict[str, str]) -> None:
+    """Write `record` (invocation_record) into run_dir/.hydra. An earlier invocation's .hydra (the run
+    a resume continues) is renamed, not rewritten: .hydra.1, .hydra.2, ... in the order they ran, and
+    .hydra is the latest, the one anode-report and the launchers read."""
+    current = run_dir / ".hydra"
+    if current.exists():
+        k = 1
+        while (run_dir / f".hydra.{k}").exists():
+            k += 1
+        current.rename(run_dir / f".hydra.{k}")
+    current.mkdir(parents=True)
+    for name, text in record.items():
+        (current / name).write_text(text, encoding="utf-8")
+
+
+def git_revision() -> str | None:
+    """The checkout's commit (with -dirty if it has uncommitted changes), for metrics.json."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except OSError:
+        return None
