@@ -105,3 +105,25 @@ def test_sweep_anode_small_runs_baseline_adjoint_and_anode_per_seed_into_one_rep
         ("adjoint", "resnet4_anode", "euler", "2", "completed"),
         ("anode", "resnet4_anode", "euler", "2", "completed"),
         ("direct", "resnet4_anode", "euler", "1", "completed")]
+
+
+def test_anode_sqnxt23_rk2_is_the_authors_rk2_figure_setup():
+    cfg = composed(["experiment=anode_sqnxt23_rk2_cifar10"])
+    # the authors' RK2 (anode/scheme.py) evaluates f at the midpoint and steps with it alone: the midpoint rule
+    assert (cfg.model.name, cfg.model.arch.width, cfg.solver.name, cfg.solver.steps, cfg.grad.name) == ("sqnxt23_1x", 0.5, "midpoint", 2, "anode")
+    assert cfg.hydra.sweeper.params == {"grad": "anode,adjoint"}
+    trainer = cfg.trainer
+    assert trainer.epochs >= 30 and list(trainer.milestones) == [round(trainer.epochs * 3 / 7), round(trainer.epochs * 5 / 7)]
+    assert (trainer.lr, trainer.batch_size, cfg.dataset.path, cfg.dataset.train_size, trainer.device) == (0.1, 256, None, None, "cpu")
+
+
+def test_aca_resnet18_narrow_is_acas_setup_at_quarter_width():
+    cfg = composed(["experiment=aca_resnet18_narrow_cifar10"])
+    assert (cfg.model.name, list(cfg.model.arch.widths), cfg.model.arch.stem_width) == ("resnet18_aca", [16, 32, 64, 128], 16)
+    assert (cfg.solver.name, cfg.solver.rtol, cfg.solver.atol, cfg.grad.name) == ("heun_euler", 1e-2, 1e-2, "aca")
+    assert cfg.hydra.sweeper.params == {"grad": "aca,adjoint,direct"}
+    trainer = cfg.trainer
+    assert list(trainer.milestones) == [round(trainer.epochs / 3), round(trainer.epochs * 2 / 3)]
+    assert (trainer.lr, trainer.batch_size, cfg.dataset.path, cfg.dataset.train_size, trainer.device) == (0.1, 128, None, None, "cpu")
+    baseline = composed(["experiment=aca_resnet18_narrow_cifar10", "grad=direct", "solver=euler", "solver.steps=1"])
+    assert (baseline.solver.name, baseline.solver.steps, baseline.grad.name) == ("euler", 1, "direct")
