@@ -3,9 +3,8 @@
 #   scripts/sweep.sh EXPERIMENT [VARIANT] [anode-train overrides...]
 #   scripts/sweep.sh aca_cifar10 cpu_budget trainer.epochs=2    # experiment=aca_cifar10_cpu_budget, 2 epochs
 # The experiment's hydra.sweeper.params sweep the gradient methods; SEEDS=0,1,2 adds seeds (mean ± std
-# per method in report.md). Runs from the repository root, so that the cpu_budget configs find
-# ../shared/data/cifar10_sample.npz; the sweep lands in outputs/multirun/EXPERIMENT/<date>_<time>/
-# (SWEEP_DIR=DIR puts it elsewhere).
+# per method in report.md). Runs from the repository root; the sweep lands in
+# outputs/multirun/EXPERIMENT/<date>_<time>/ (SWEEP_DIR=DIR puts it elsewhere).
 # A job that crashes stops the multirun; the report is written for the jobs that ran, and the exit
 # code is anode-train's. On a shared CPU, OMP_NUM_THREADS=1 keeps torch from stalling.
 set -euo pipefail

@@ -19,6 +19,7 @@ from anode_bench.models import FAMILIES, PRESETS, build_model
 from anode_bench.ode import GRAD_METHODS, SOLVERS, ODEBlock
 
 TINY = ["resnet_tiny", "sqnxt_tiny"]
+ANODE_SMALL = ["resnet4_anode", "resnet10_anode", "alexnet_anode"]  # ANODE's small-network table
 FIXED = [name for name, tab in SOLVERS.items() if not tab.adaptive]
 CIFAR_SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_sample.npz"
 
@@ -29,9 +30,16 @@ PARAMETERS = {
     "resnet_anode": (11_173_962, 11_220_132),
     "sqnxt23_1x": (461_466, 473_076),
     "sqnxt23_2x": (1_819_946, 1_843_076),
+    "resnet4_anode": (5_306, 6_836),
+    "resnet10_anode": (121_562, 127_412),
+    "alexnet_anode": (2_454_986, 2_478_116),
     "resnet_tiny": (44_622, 47_592),
     "sqnxt_tiny": (8_636, 10_166),
 }
+
+ODE_BLOCKS = {name: 4 for name in PARAMETERS} | {"resnet4_anode": 1, "resnet10_anode": 3, "alexnet_anode": 1}
+# weighted layers (convolutions + the linear head), the count in a ResNet's name; AlexNet: 5 + 1
+DEPTH = {"resnet4_anode": 4, "resnet10_anode": 10, "alexnet_anode": 6}
 
 
 def n_parameters(model):
@@ -72,11 +80,18 @@ def cifar_batch():
 def test_preset_parameter_count_is_the_documented_one(name, num_classes):
     model = build_model(name, num_classes, {})
     assert n_parameters(model) == PARAMETERS[name][num_classes == 100]
-    assert len(model.ode_blocks) == 4
+    assert len(model.ode_blocks) == ODE_BLOCKS[name]
+
+
+@pytest.mark.parametrize("name", ANODE_SMALL)
+def test_anode_small_networks_have_the_depth_their_name_counts(name):
+    model = build_model(name, 10, {})
+    weighted = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(weighted) == DEPTH[name]
 
 
 @pytest.mark.parametrize("num_classes", [10, 100])
-@pytest.mark.parametrize("name", [*TINY, *FAMILIES])
+@pytest.mark.parametrize("name", [*TINY, *ANODE_SMALL, *FAMILIES])
 def test_output_is_logits_per_image(name, num_classes):
     """[B, 3, 32, 32] -> [B, num_classes], row i a function of image i alone (in eval mode, where
     BatchNorm uses its running statistics instead of the batch's), and not the same for every image."""
@@ -91,7 +106,7 @@ def test_output_is_logits_per_image(name, num_classes):
 
 
 @pytest.mark.parametrize("time_channel", [False, True])
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", [*TINY, *ANODE_SMALL])
 def test_euler_one_step_direct_is_the_discrete_residual_network(name, time_channel):
     model = build_model(name, 10, dict(solver="euler", steps=1, grad="direct"), time_channel=time_channel)
     x = torch.randn(4, 3, 32, 32)

@@ -1,15 +1,18 @@
 """Named model presets and `build_model`, the one constructor the runner calls.
 
-Parameter counts (counted by instantiating; the tests hold them), 4 ODE blocks in every preset:
+Parameter counts (counted by instantiating; the tests hold them):
 
-| preset         | model        | architecture                                    | params, 10 classes | params, 100 classes | paper's code, 10 classes |
-|----------------|--------------|-------------------------------------------------|-------------------:|--------------------:|-------------------------:|
-| `resnet18_aca` | ODEResNet    | widths 64-128-256-512, blocks 2-2-2-2           |         11,173,962 |          11,220,132 |  11,173,962 (ResNet18)   |
-| `resnet_anode` | ODEResNet    | the same network                                |         11,173,962 |          11,220,132 |  11,173,962 (ResNet18)   |
-| `sqnxt23_1x`   | SqueezeNext  | width 1x, stages 32-64-128-256, blocks 2-2-2-2  |            461,466 |             473,076 |  461,466 (SqNxt_23_1x)   |
-| `sqnxt23_2x`   | SqueezeNext  | width 2x, blocks 2-2-2-2                        |          1,819,946 |           1,843,076 |  1,819,946 (width_x=2.0) |
-| `resnet_tiny`  | ODEResNet    | widths 4-8-16-32, blocks 2-2-2-2 (tests)        |             44,622 |              47,592 |  -                       |
-| `sqnxt_tiny`   | SqueezeNext  | width 1/8, blocks 2-2-2-2 (tests)               |              8,636 |              10,166 |  -                       |
+| preset           | model        | architecture                                    | ODE blocks | params, 10 classes | params, 100 classes | paper's code, 10 classes |
+|------------------|--------------|-------------------------------------------------|-----------:|-------------------:|--------------------:|-------------------------:|
+| `resnet18_aca`   | ODEResNet    | widths 64-128-256-512, blocks 2-2-2-2           |          4 |         11,173,962 |          11,220,132 |  11,173,962 (ResNet18)   |
+| `resnet_anode`   | ODEResNet    | the same network                                |          4 |         11,173,962 |          11,220,132 |  11,173,962 (ResNet18)   |
+| `sqnxt23_1x`     | SqueezeNext  | width 1x, stages 32-64-128-256, blocks 2-2-2-2  |          4 |            461,466 |             473,076 |  461,466 (SqNxt_23_1x)   |
+| `sqnxt23_2x`     | SqueezeNext  | width 2x, blocks 2-2-2-2                        |          4 |          1,819,946 |           1,843,076 |  1,819,946 (width_x=2.0) |
+| `resnet4_anode`  | SmallResNet  | widths 16, 1 ODE block                          |          1 |              5,306 |               6,836 |  - (not published)       |
+| `resnet10_anode` | SmallResNet  | widths 16-32-64, 1 ODE block per stage          |          3 |            121,562 |             127,412 |  - (not published)       |
+| `alexnet_anode`  | AlexNet      | 64-192-384-256-256, the fifth conv an ODE block |          1 |          2,454,986 |           2,478,116 |  - (not published)       |
+| `resnet_tiny`    | ODEResNet    | widths 4-8-16-32, blocks 2-2-2-2 (tests)        |          4 |             44,622 |              47,592 |  -                       |
+| `sqnxt_tiny`     | SqueezeNext  | width 1/8, blocks 2-2-2-2 (tests)               |          4 |              8,636 |              10,166 |  -                       |
 
 `resnet18_aca` and `resnet_anode` are one network: ACA's `models/resnet.py` is ANODE's file (only
 the learning-rate schedule differs). The papers differ in how they solve it, which is the `solver`
@@ -19,6 +22,27 @@ Outputs and parameter shapes equal those of the papers' code with the same weigh
 float64 against a local copy of it; the reference code is not part of this repository). The one
 departure: the papers' code always builds at least one ODE block per stage, even for blocks = 1;
 here blocks = 1 means a stage without one.
+
+ANODE's small networks (`resnet4_anode`, `resnet10_anode`, `alexnet_anode`). The authors' repository
+(amirgholami/anode, README and misc/comparison.png) tabulates CIFAR-10 accuracy for "AlexNet",
+"ResNet-4" and "ResNet-10" (baseline / Neural ODE adjoint / ANODE), but its code builds only ResNet-18
+and SqNxt-23, and no source reachable here (the repository, the ANODE and ANODEV2 paper abstracts)
+describes these three networks. So their layout is assumed, as follows:
+- Depth counts weighted layers (convolutions and the linear head), as He et al. (2016) name ResNets.
+- Every residual block whose input and output shapes agree is an ODE block, with the ODE function of
+  the ResNet-18 presets (two conv3x3-BN-ReLU units); a change of width or resolution is a discrete
+  strided conv3x3-BN-ReLU, so a stage has no discrete residual block. ResNet-(3S + 1) is then S
+  stages of one ODE block: ResNet-4 one stage, ResNet-10 three.
+- Stage widths 16-32-64, the CIFAR ResNets' of He et al. (2016) section 4.2 (ResNet-4: 16).
+- AlexNet: Krizhevsky et al.'s five convolutions with their channels 64-192-384-256-256, kernels
+  5-5-3-3-3 and stride 1 (11x11 stride 4 suits 224x224 images, not 32x32), BatchNorm after each
+  convolution (as every other preset), max-pool 2 after the first, second and fifth; the fifth
+  (256 -> 256, the only one that keeps its shape) is the ODE block; a global-average-pool linear
+  head replaces the 4096-wide fully connected layers (as in every other preset).
+- Solver: the authors' train.py defaults, Euler with N_t = 2 on [0, 1] (its RK2 is the midpoint
+  rule, k2 = f(t + h/2, z + h/2 k1): solver=midpoint); the baseline column is the same network with
+  euler, N_t = 1, direct: the discrete residual network.
+Absolute accuracies therefore need not match the table; the comparison is between methods on one network.
 
 Time is ignored by f in every preset (both papers' code); `time_channel=True` as an override
 concatenates it as a channel.
@@ -30,8 +54,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
+from .alexnet import AlexNet
 from .odenet import ODENet
 from .resnet import ODEResNet
+from .small_resnet import SmallResNet
 from .squeezenext import SqueezeNext
 
 
@@ -62,6 +88,17 @@ PRESETS: dict[str, Preset] = {
     ),
     "sqnxt23_2x": _preset(
         SqueezeNext, "ANODE's SqueezeNext class at width_x = 2.0", width=2.0, blocks=(2, 2, 2, 2),
+    ),
+    "resnet4_anode": _preset(
+        SmallResNet, "ANODE's ResNet-4 (Gholami et al. 2019, table of the authors' repository); layout assumed, see above",
+        widths=(16,), blocks=(1,),
+    ),
+    "resnet10_anode": _preset(
+        SmallResNet, "ANODE's ResNet-10 (Gholami et al. 2019, table of the authors' repository); layout assumed, see above",
+        widths=(16, 32, 64), blocks=(1, 1, 1),
+    ),
+    "alexnet_anode": _preset(
+        AlexNet, "ANODE's AlexNet (Gholami et al. 2019, table of the authors' repository); layout assumed, see above", width=1.0,
     ),
     "resnet_tiny": _preset(
         ODEResNet, "resnet18_aca at 1/16 width, for tests and smoke runs", widths=(4, 8, 16, 32), blocks=(2, 2, 2, 2), stem_width=4,

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# ACA's comparison at 1/4 width on the full CIFAR-10 (configs/experiment/aca_resnet18_narrow_cifar10.yaml):
+# per seed, the discrete ResNet-18 (euler, N_t = 1, direct), then the ODE-ResNet-18 with HeunEuler
+# rtol = atol = 1e-2 and grad = aca, adjoint, direct, all in one sweep directory, then anode-report on it.
+#   scripts/sweep_aca_narrow.sh [anode-train overrides...]
+#   SEEDS="0 1 2" SWEEP_DIR=DIR scripts/sweep_aca_narrow.sh trainer.resume=auto
+# The sweep lands in outputs/multirun/aca_resnet18_narrow_cifar10/<date>_<time>/ unless SWEEP_DIR is set;
+# with trainer.resume=auto a rerun into the same SWEEP_DIR continues unfinished runs and skips finished ones.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+experiment=aca_resnet18_narrow_cifar10
+dir="${SWEEP_DIR:-outputs/multirun/${experiment}/$(date +%Y-%m-%d_%H-%M-%S)}"
+status=0
+for seed in ${SEEDS:-0 1 2}; do
+    anode-train -m "experiment=${experiment}" grad=direct solver=euler solver.steps=1 "trainer.seed=${seed}" "hydra.sweep.dir=${dir}" "$@" || { status=$?; break; }
+    anode-train -m "experiment=${experiment}" "trainer.seed=${seed}" "hydra.sweep.dir=${dir}" "$@" || { status=$?; break; }
+done
+if [[ -d ${dir} ]]; then
+    anode-report "${dir}"
+fi
+exit "${status}"
