@@ -405,3 +405,32 @@ def test_help_is_not_cut_short(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert "not reproduced at this budget" in text and "needs >= 2 seeds" in text and "--baseline" in text
+
+
+def test_plot_axes_integer_epochs_memory_from_zero_distinct_styles(tmp_path, monkeypatch):
+    """What a reader sees, read off the axes before saving: a 1-epoch curve has the one tick 1 (not 0.945 ... 1.050),
+    a memory axis starts at 0, two identical series get different line styles and markers, the legend is the
+    figure's (outside the axes), and saving warns nothing (constrained layout, no tight_layout)."""
+    seen = {}
+    real_finish = report_module.finish
+
+    def capture(plt, fig, axes, path):
+        seen[path.name] = [(list(ax.get_xticks()), ax.get_ylim(), [(l.get_linestyle(), l.get_marker()) for l in ax.lines])
+                           for ax in axes]
+        real_finish(plt, fig, axes, path)
+        seen[path.name + " legends"] = (len(fig.legends), [ax.get_legend() for ax in axes])
+
+    monkeypatch.setattr(report_module, "finish", capture)
+    one_epoch = {"x": [1], "y": [50.0], "std": [0.0], "min": [49.0], "max": [51.0], "n": [2]}
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report_module.plot_curves(tmp_path / "acc.png", {"test/acc": {"a": one_epoch, "b": dict(one_epoch)}},
+                                  report_module.CURVES)
+        report_module.plot_versus(tmp_path / "mem.png", {"N_t": {"a": {"x": [1, 2], "y": [100.0, 101.0], "std": [0, 0]}}},
+                                  "MiB", "memory", logy=False)
+    (ticks, _, styles_), = seen["acc.png"]
+    assert ticks == [1] and styles_[0] != styles_[1]
+    assert seen["acc.png legends"] == (1, [None])
+    (_, (bottom, top), _), = seen["mem.png"]
+    assert bottom == 0 and top > 101
