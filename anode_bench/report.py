@@ -904,7 +904,9 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         plots.append("grad_quality.png")
     write_layout(out)
     identical = identical_series({f"accuracy.png, {CURVES[t][0]}": s for t, s in curves.items()}
-                                 | {f"grad_quality.png, {QUALITY[t][0]}": s for t, s in quality.items()})
+                                 | {f"grad_quality.png, {QUALITY[t][0]}": s for t, s in quality.items()}
+                                 | {f"memory.png, against {p}": s for p, s in memory.items()}
+                                 | {f"grad_error.png, against {p}": s for p, s in error.items()})
 
     devices = sorted({str(r.metrics.get("device")) for r in runs if r.metrics.get("device")})
     references = sorted({f"{r.get('grad_check.reference')}" for r in runs if r.get("grad_check.reference")})

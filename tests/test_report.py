@@ -372,6 +372,10 @@ def test_synthetic_sweep_groups_across_resume_compares_and_judges_claims(synthet
     assert quality["grad_error/rel_l2"]["adjoint, euler N_t=2"]["x"] == [0, 10, 20]
     assert quality["grad_error/rel_l2"]["adjoint, euler N_t=2"]["y"] == pytest.approx([0.5] * 3)
     accuracy = content["plots"]["accuracy.png"]["test/acc"]["direct (discrete ResNet), euler N_t=1"]
+    # anode's seeds average to the baseline's curve: the line hidden under another is named in report.md
+    note = "accuracy.png, test accuracy: `anode, euler N_t=2` is identical to `direct (discrete ResNet), euler N_t=1`"
+    assert note in content["identical"] and note in md
+    assert not any(n.startswith("accuracy.png, test accuracy: `adjoint") for n in content["identical"])
     assert accuracy["y"][-1] == pytest.approx(72.0) and (accuracy["min"][-1], accuracy["max"][-1]) == pytest.approx((70.0, 74.0))
 
 
