@@ -596,7 +596,7 @@ def claim_rows(groups, runs, keys, claims=CLAIMS) -> list[dict]:
     for claim in claims:
         candidates = [g for g in groups if re.search(claim.model, str(g[0].get("model.name", "")), re.IGNORECASE)]
         for group, base in pairs(candidates, parse_selector(claim.baseline), parse_selector(claim.method)):
-            row, difference = difference_row(group, base, runs, keys)
+            row, _ = difference_row(group, base, runs, keys)
             expectation = {"above": "method > baseline", "below": "method < baseline",
                            "equal": f"|method - baseline| <= {claim.margin:g}"}[claim.kind]
             low, high = row["CI low"], row["CI high"]

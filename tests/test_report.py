@@ -1,19 +1,26 @@
 """anode-report: a tiny real sweep (multirun over grad x N_t x seed, plus a diverged, an adaptive and an
 incomplete run) becomes report.md, report.json, three PNG plots and a custom-scalars layout."""
+import csv
 import json
+import math
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from torch.utils.tensorboard import SummaryWriter
 
-from anode_bench.report import LAYOUT, Run, group_by_seed, main, report, run_rows, swept_keys, versus_discretization
+from anode_bench import report as report_module
+from anode_bench.report import (CONTRADICTED, LAYOUT, NEEDS_SEEDS, NOT_AT_BUDGET, REPRODUCED, Claim, Run, claim_rows,
+                                group_by_seed, main, report, run_rows, swept_keys, verdict, versus_discretization)
+from anode_bench.stats import regularized_beta, t_cdf, t_quantile, welch
 
 TINY = ["experiment=smoke", "trainer.epochs=2", "trainer.max_steps_per_epoch=2", "trainer.log_every=1",
         "grad_check.every=2", "dataset.train_size=128", "dataset.test_size=64"]
@@ -143,6 +150,8 @@ def test_custom_scalars_layout_shows_every_tag_as_one_chart_across_runs(sweep):
     layout = layout_pb2.Layout.FromString(tensor.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
     assert charts["test accuracy"] == [r"^test/acc$"] and charts["relative L2 error vs float64 reference"]
+    assert charts["precision floor: same-precision direct vs float64"] == [r"^grad_error/floor_rel_l2$"]
+    assert charts["error / floor (1 = rounding level)"] == [r"^grad_error/floor_ratio$"]
     assert len(charts) == sum(len(c) for c in LAYOUT.values())
     report(root)  # a rerun replaces the layout file rather than adding a second
     assert len(list(root.glob("events.out.tfevents.*.anode-report"))) == 1
@@ -178,15 +187,6 @@ def test_architecture_overrides_and_the_data_file_name_the_model_and_dataset():
 # ------------------------------------------------------------------ synthetic sweeps: comparison, claims, tables
 # Fabricated run directories (config, metrics.json, events) with accuracies chosen so that every interval and
 # verdict below was worked out by hand.
-
-import csv  # noqa: E402
-import math  # noqa: E402
-
-import yaml  # noqa: E402
-
-from anode_bench import report as report_module  # noqa: E402
-from anode_bench.report import CONTRADICTED, NEEDS_SEEDS, NOT_AT_BUDGET, REPRODUCED, Claim, claim_rows, verdict  # noqa: E402
-from anode_bench.stats import regularized_beta, t_cdf, t_quantile, welch  # noqa: E402
 
 BASE_CONFIG = {
     "dataset": {"name": "cifar10", "num_classes": 10, "root": "data", "download": True, "path": "/a/full.npz",
@@ -380,7 +380,7 @@ def test_synthetic_sweep_groups_across_resume_compares_and_judges_claims(synthet
 
 
 def test_contradicted_and_seedless_claims(synthetic):
-    tmp_path, a, b = synthetic
+    _, a, b = synthetic
     groups = report_module.group_by_seed(report_module.find_runs([a, b]))
     runs = [r for g in groups for r in g]
     wrong_way = Claim("test", "ResNet-4", r"resnet4", "grad=anode", "discrete", "below", -5.0, "")
@@ -426,7 +426,6 @@ def test_plot_axes_integer_epochs_memory_from_zero_distinct_styles(tmp_path, mon
 
     monkeypatch.setattr(report_module, "finish", capture)
     one_epoch = {"x": [1], "y": [50.0], "std": [0.0], "min": [49.0], "max": [51.0], "n": [2]}
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         report_module.plot_curves(tmp_path / "acc.png", {"test/acc": {"a": one_epoch, "b": dict(one_epoch)}},
