@@ -330,12 +330,8 @@ METRIC_COLUMNS = [
     Column("step ms", "time/step_ms", ".1f"),
     Column("NFE fwd", "nfe/forward", ".0f"),
     Column("NFE bwd", "nfe/backward", ".0f"),
+    Column("wall s", "time/wall_s", ".0f", optional=True),
 ]
-
-
-def wall_seconds(run: Run) -> float | None:
-    """The run's total wall time, from a metrics.json key ending in 'wall_s' where the trainer writes one."""
-    return next((number(v) for k, v in run.metrics.items() if k.endswith("wall_s") and number(v) is not None), None)
 
 
 def columns_for(runs: list[Run]) -> list[Column]:
@@ -361,7 +357,7 @@ def describe(run: Run) -> dict:
 def run_rows(runs: list[Run], keys: list[str]) -> list[dict]:
     """One row per run; numbers stay numbers (None where the run has none), accuracy in %."""
     columns = columns_for(runs)
-    tf32, wall = any("tf32" in r.metrics for r in runs), any(wall_seconds(r) is not None for r in runs)
+    tf32 = any("tf32" in r.metrics for r in runs)
     rows = []
     for run in runs:
         row = {"run": run.name, **describe(run)}
@@ -373,8 +369,6 @@ def run_rows(runs: list[Run], keys: list[str]) -> list[dict]:
             row[column.title] = metric(run, column)
         if tf32:
             row["tf32"] = run.metrics.get("tf32")
-        if wall:
-            row["wall s"] = wall_seconds(run)
         row["status"] = run.status
         rows.append(row)
     return rows
@@ -400,7 +394,7 @@ def configuration_rows(groups: list[list[Run]], keys: list[str]) -> list[dict]:
     return rows
 
 
-SPECS = {c.title: c.spec for c in METRIC_COLUMNS} | {"wall s": ".0f", "epochs": "d", "seed": "d"}
+SPECS = {c.title: c.spec for c in METRIC_COLUMNS} | {"epochs": "d", "seed": "d"}
 
 
 def run_cells(row: dict) -> dict:

@@ -219,7 +219,7 @@ def fake_run(path: Path, overrides: dict, accuracy: float, status="completed", f
                "time/step_ms": 5.0, "nfe/forward": 4, "nfe/backward": 0, "device": "cpu"}
     if floor:
         metrics |= {"grad_error/floor_rel_l2_mean": 1e-6, "grad_error/floor_ratio_mean": metrics["grad_error/rel_l2_mean"] / 1e-6,
-                    "tf32": False}
+                    "tf32": False, "time/wall_s": 120.0}
     (path / "metrics.json").write_text(json.dumps(metrics))
     if curve:
         writer = SummaryWriter(str(path))
@@ -340,6 +340,7 @@ def test_synthetic_sweep_groups_across_resume_compares_and_judges_claims(synthet
     runs = {r["run"]: r for r in content["runs"]}
     assert runs["sweep_a/0"]["floor"] == 1e-6 and runs["sweep_a/0"]["tf32"] is False
     assert runs["sweep_b/0"]["floor"] is None and runs["sweep_b/0"]["error / floor"] is None
+    assert runs["sweep_a/0"]["wall s"] == 120.0 and runs["sweep_b/0"]["wall s"] is None
     assert runs["sweep_a/3"]["error / floor"] == pytest.approx(5e5)
     assert "sweep_a/0" in runs and all(len(name) < 12 for name in runs)  # short names, not the override strings
 
