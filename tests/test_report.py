@@ -1,19 +1,26 @@
 """anode-report: a tiny real sweep (multirun over grad x N_t x seed, plus a diverged, an adaptive and an
 incomplete run) becomes report.md, report.json, three PNG plots and a custom-scalars layout."""
+import csv
 import json
+import math
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from torch.utils.tensorboard import SummaryWriter
 
-from anode_bench.report import LAYOUT, Run, group_by_seed, main, report, run_rows, swept_keys, versus_discretization
+from anode_bench import report as report_module
+from anode_bench.report import (CONTRADICTED, LAYOUT, NEEDS_SEEDS, NOT_AT_BUDGET, REPRODUCED, Claim, Run, claim_rows,
+                                group_by_seed, main, report, run_rows, swept_keys, verdict, versus_discretization)
+from anode_bench.stats import regularized_beta, t_cdf, t_quantile, welch
 
 TINY = ["experiment=smoke", "trainer.epochs=2", "trainer.max_steps_per_epoch=2", "trainer.log_every=1",
         "grad_check.every=2", "dataset.train_size=128", "dataset.test_size=64"]
@@ -60,20 +67,20 @@ def test_one_row_per_run_with_its_configuration_results_and_status(sweep):
     jobs = [rows[f"sweep/{i}"] for i in range(8)]
     assert sorted((r["grad"], r["N_t / rtol"], r["seed"]) for r in jobs) == sorted(
         (grad, steps, seed) for grad, steps in [("direct (discrete ResNet)", "1"), ("direct", "2"), ("adjoint", "1"), ("adjoint", "2")]
-        for seed in ("0", "1"))
+        for seed in (0, 1))
     for i, row in enumerate(jobs):
         metrics = metrics_of(root, i)
         assert row["status"] == "completed" and row["dataset"] == "synthetic" and row["model"] == "resnet_tiny"
-        assert row["final acc %"] == f"{100 * metrics['test/acc']:.2f}"
-        assert row["best acc %"] == f"{100 * metrics['test/best_acc']:.2f}"
-        assert row["grad error"] == f"{metrics['grad_error/rel_l2_mean']:.2e}"
-        assert row["peak MiB"] == f"{metrics['memory/peak_mib']:.1f}" and row["step ms"] == f"{metrics['time/step_ms']:.1f}"
-        assert row["NFE fwd"] == str(metrics["nfe/forward"]) and row["NFE bwd"] == str(metrics["nfe/backward"])
+        assert row["final acc %"] == pytest.approx(100 * metrics["test/acc"])  # numbers, in %
+        assert row["best acc %"] == pytest.approx(100 * metrics["test/best_acc"])
+        assert row["grad error"] == metrics["grad_error/rel_l2_mean"]
+        assert row["peak MiB"] == metrics["memory/peak_mib"] and row["step ms"] == metrics["time/step_ms"]
+        assert row["NFE fwd"] == metrics["nfe/forward"] and row["NFE bwd"] == metrics["nfe/backward"]
     assert rows["diverged"]["status"].startswith("diverged: step") and "training loss nan" in rows["diverged"]["status"]
-    assert rows["diverged"]["final acc %"] == "—" and rows["diverged"]["other"] == "trainer.lr=1e+12"
+    assert rows["diverged"]["final acc %"] is None and rows["diverged"]["other"] == "trainer.lr=1e+12"
     assert rows["sweep/0"]["other"] == "trainer.lr=0.1"  # the one setting besides the table's columns that differs
     assert rows["adaptive"]["solver"] == "heun_euler" and rows["adaptive"]["N_t / rtol"] == "rtol 0.01"
-    assert rows["crashed"]["status"] == "incomplete" and rows["crashed"]["seed"] == "5"
+    assert rows["crashed"]["status"] == "incomplete" and rows["crashed"]["seed"] == 5
 
     runs_table = (root / "report.md").read_text().split("## Runs")[1].split("##")[0]
     assert runs_table.count("\n| ") == 12  # header + 11 runs
@@ -85,21 +92,23 @@ def test_seeds_are_pooled_into_mean_and_std_per_configuration(sweep):
     root, content = sweep
     configs = {(c["grad"], c["N_t / rtol"], c["other"]): c for c in content["configurations"]}
     assert len(configs) == 6  # 4 of the sweep, the diverged run, the adaptive run with its crashed seed
-    pooled = [c for c in configs.values() if c["seeds"] == "0, 1 (n=2)"]
+    pooled = [c for c in configs.values() if c["seeds"] == [0, 1] and c["n"] == 2]
     assert len(pooled) == 4
     adjoint_2 = configs["adjoint", "2", "trainer.lr=0.1"]
     jobs = [i for i in range(8) if content["runs"][3 + i]["grad"] == "adjoint" and content["runs"][3 + i]["N_t / rtol"] == "2"]
     errors = [metrics_of(root, i)["grad_error/rel_l2_mean"] for i in jobs]
     accuracies = [100 * metrics_of(root, i)["test/acc"] for i in jobs]
-    assert len(jobs) == 2 and adjoint_2["grad error"] == f"{statistics.fmean(errors):.2e} ± {statistics.stdev(errors):.2e}"
-    mean = f"{statistics.fmean(accuracies):.2f}"
-    assert adjoint_2["final acc %"] == (mean if accuracies[0] == accuracies[1] else f"{mean} ± {statistics.stdev(accuracies):.2f}")
-    assert adjoint_2["diverged"] == "0/2"
-    assert configs["direct", "2", "trainer.lr=1e+12"]["diverged"] == "1/1"
+    assert len(jobs) == 2 and adjoint_2["grad error"] == pytest.approx(statistics.fmean(errors))
+    assert adjoint_2["grad error std"] == pytest.approx(statistics.stdev(errors))
+    assert adjoint_2["final acc %"] == pytest.approx(statistics.fmean(accuracies))
+    assert adjoint_2["final acc % std"] == pytest.approx(statistics.stdev(accuracies))
+    assert adjoint_2["diverged"] == 0 and adjoint_2["n"] == 2
+    assert configs["direct", "2", "trainer.lr=1e+12"]["diverged"] == 1
     adaptive = configs["aca", "rtol 0.01", "trainer.lr=0.1"]
-    assert adaptive["seeds"] == "0, 5 (n=2)" and adaptive["diverged"] == "0/2 (1 incomplete)"
-    table = (root / "report.md").read_text().split("## Per configuration")[1].split("## Plots")[0]
+    assert adaptive["seeds"] == [0, 5] and adaptive["diverged"] == 0 and adaptive["incomplete"] == 1
+    table = (root / "report.md").read_text().split("## Per configuration")[1].split("## Comparison")[0]
     assert table.count("(n=2)") == 5 and table.count("\n| ") == 7
+    assert "| 0, 5 (n=2) |" in table and "| 0/2 (1 incomplete) |" in table
 
 
 def test_plots_are_pngs_holding_the_expected_series(sweep):
@@ -116,7 +125,8 @@ def test_plots_are_pngs_holding_the_expected_series(sweep):
         "aca, heun_euler rtol 0.01")}
     assert curves[f"adjoint, euler N_t=2{lr}"]["x"] == [1, 2] and curves[f"adjoint, euler N_t=2{lr}"]["n"] == [2, 2]
     assert curves[f"aca, heun_euler rtol 0.01{lr}"]["n"] == [1, 1]  # the crashed seed logged no test epoch
-    assert all(0 <= y <= 1 for curve in curves.values() for y in curve["y"])
+    assert all(0 <= y <= 100 for curve in curves.values() for y in curve["y"])  # in %
+    assert max(y for curve in curves.values() for y in curve["y"]) > 1
     assert set(plots["accuracy.png"]["train/epoch_loss"]) == set(curves)
     memory, error = plots["memory.png"], plots["grad_error.png"]
     assert set(error) == set(memory) == {"N_t", "rtol"}  # fixed-step runs against N_t, the adaptive one against rtol
@@ -140,6 +150,8 @@ def test_custom_scalars_layout_shows_every_tag_as_one_chart_across_runs(sweep):
     layout = layout_pb2.Layout.FromString(tensor.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
     assert charts["test accuracy"] == [r"^test/acc$"] and charts["relative L2 error vs float64 reference"]
+    assert charts["precision floor: same-precision direct vs float64"] == [r"^grad_error/floor_rel_l2$"]
+    assert charts["error / floor (1 = rounding level)"] == [r"^grad_error/floor_ratio$"]
     assert len(charts) == sum(len(c) for c in LAYOUT.values())
     report(root)  # a rerun replaces the layout file rather than adding a second
     assert len(list(root.glob("events.out.tfevents.*.anode-report"))) == 1
@@ -170,3 +182,261 @@ def test_architecture_overrides_and_the_data_file_name_the_model_and_dataset():
     assert len(group_by_seed(runs)) == 2
     memory = versus_discretization(group_by_seed(runs), runs, [], "memory/peak_mib")["N_t"]
     assert set(memory) == {"aca, resnet_tiny, cifar10", "aca, resnet_tiny (widths=[8,16,32,64]), cifar10 (sample.npz)"}
+
+
+# ------------------------------------------------------------------ synthetic sweeps: comparison, claims, tables
+# Fabricated run directories (config, metrics.json, events) with accuracies chosen so that every interval and
+# verdict below was worked out by hand.
+
+BASE_CONFIG = {
+    "dataset": {"name": "cifar10", "num_classes": 10, "root": "data", "download": True, "path": "/a/full.npz",
+                "train_size": None, "test_size": None},
+    "model": {"name": "resnet4_anode"},
+    "solver": {"name": "euler", "steps": 2, "t0": 0.0, "t1": 1.0},
+    "grad": {"name": "direct"},
+    "trainer": {"epochs": 3, "lr": 0.1, "seed": 0, "device": "auto", "resume": False, "threads": None, "log_every": 50},
+    "grad_check": {"every": 10, "reference": "discrete"},
+}
+
+
+def fake_run(path: Path, overrides: dict, accuracy: float, status="completed", floor=True, curve=True):
+    """A finished run dir: .hydra/config.yaml (BASE_CONFIG with dotted overrides), metrics.json, and events with
+    test/acc per epoch ending at `accuracy` and the probe's scalars at steps 0, 10, 20."""
+    config = json.loads(json.dumps(BASE_CONFIG))
+    for dotted, value in overrides.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        if value is None and leaf in node and dotted.startswith("solver."):
+            node[leaf] = None
+        else:
+            node[leaf] = value
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    metrics = {"status": status, "failure": None, "epochs": 3, "test/acc": accuracy, "test/best_acc": accuracy,
+               "grad_error/rel_l2_mean": 0.5 if config["grad"]["name"] == "adjoint" else 1e-6, "memory/peak_mib": 10.0,
+               "time/step_ms": 5.0, "nfe/forward": 4, "nfe/backward": 0, "device": "cpu"}
+    if floor:
+        metrics |= {"grad_error/floor_rel_l2_mean": 1e-6, "grad_error/floor_ratio_mean": metrics["grad_error/rel_l2_mean"] / 1e-6,
+                    "tf32": False, "time/wall_s": 120.0}
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    if curve:
+        writer = SummaryWriter(str(path))
+        for epoch in (1, 2, 3):
+            writer.add_scalar("test/acc", accuracy * epoch / 3, epoch)
+            writer.add_scalar("train/epoch_loss", 2.0 / epoch, epoch)
+        for step in (0, 10, 20):
+            writer.add_scalar("grad_error/rel_l2", metrics["grad_error/rel_l2_mean"], step)
+            writer.add_scalar("grad_error/cosine", 0.9, step)
+            if floor:
+                writer.add_scalar("grad_error/floor_rel_l2", 1e-6, step)
+                writer.add_scalar("grad_error/floor_ratio", metrics["grad_error/rel_l2_mean"] / 1e-6, step)
+        writer.close()
+    return path
+
+
+DISCRETE = {"grad.name": "direct", "solver.steps": 1}
+# accuracies (fractions) per configuration and seed; hand-computed in test_welch_interval_by_hand
+ACCURACY = {"discrete": [0.70, 0.72, 0.74], "adjoint": [0.40, 0.44], "anode": [0.71, 0.73, 0.72]}
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    """sweep_a: the discrete baseline (3 seeds; seed 1 resumed, on another device and thread count, reading the
+    same file from another place) and adjoint (2 seeds); sweep_b: anode (3 seeds, no floor logged): the ANODE
+    ResNet-4 claims, across two run dirs."""
+    a, b = tmp_path / "sweep_a", tmp_path / "sweep_b"
+    job = 0
+    for name, overrides in (("discrete", DISCRETE), ("adjoint", {"grad.name": "adjoint"})):
+        for seed, accuracy in enumerate(ACCURACY[name]):
+            extra = {"trainer.resume": "auto", "trainer.device": "cpu", "trainer.threads": 1, "trainer.log_every": 7,
+                     "dataset.path": "/mnt/elsewhere/full.npz", "dataset.root": "/mnt/data"} if seed == 1 else {}
+            fake_run(a / f"{job}_grad={name},trainer.seed={seed}", {**overrides, "trainer.seed": seed, **extra}, accuracy)
+            job += 1
+    for seed, accuracy in enumerate(ACCURACY["anode"]):
+        fake_run(b / f"{seed}_grad=anode", {"grad.name": "anode", "trainer.seed": seed}, accuracy, floor=False)
+    return tmp_path, a, b
+
+
+def test_t_quantile_matches_printed_tables():
+    """Two-sided 95% (p = 0.975) and one-sided 95% (p = 0.95) critical values of Student's t, as printed in any
+    statistics table to 3 decimals; df = inf is the normal's 1.960."""
+    table = {(0.975, 1): 12.706, (0.975, 2): 4.303, (0.975, 3): 3.182, (0.975, 4): 2.776, (0.975, 5): 2.571,
+             (0.975, 10): 2.228, (0.975, 20): 2.086, (0.975, 30): 2.042, (0.975, 120): 1.980,
+             (0.975, math.inf): 1.960, (0.95, 1): 6.314, (0.95, 5): 2.015, (0.95, 10): 1.812, (0.995, 3): 5.841}
+    for (p, df), value in table.items():
+        assert t_quantile(p, df) == pytest.approx(value, abs=5e-4), (p, df)
+        assert t_quantile(1 - p, df) == pytest.approx(-value, abs=5e-4)
+    # closed forms hold for every p: df = 1 is Cauchy, df = 2 has t = (2p - 1) / sqrt(2 p (1 - p))
+    for p in (0.6, 0.9, 0.975, 0.999):
+        assert t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9)
+        assert t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-9)
+    # the incomplete beta against closed forms: I_x(1, 1) = x, I_x(a, 1) = x^a, I_x(1/2, 1/2) = 2 asin(sqrt x) / pi
+    for x in (0.1, 0.5, 0.93):
+        assert regularized_beta(x, 1, 1) == pytest.approx(x, rel=1e-12)
+        assert regularized_beta(x, 3.5, 1) == pytest.approx(x ** 3.5, rel=1e-12)
+        assert regularized_beta(x, 0.5, 0.5) == pytest.approx(2 * math.asin(math.sqrt(x)) / math.pi, rel=1e-10)
+    assert t_cdf(0.0, 7.3) == 0.5 and t_cdf(-2.0, 3) == pytest.approx(1 - t_cdf(2.0, 3), abs=1e-15)
+
+
+def test_t_quantile_at_non_integer_df_agrees_with_scipy_where_installed():
+    """Welch's df is not an integer; scipy (not a dependency) is the independent check where it happens to exist."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for df in (1.3, 2.25, 4.7, 17.9):
+        assert t_quantile(0.975, df) == pytest.approx(scipy_stats.t.ppf(0.975, df), rel=1e-9)
+
+
+def test_welch_interval_by_hand():
+    """a = [1, 2, 3.5], b = [0.2, 0.1, 0.5, 0.9], worked by hand:
+    means 2.1667 and 0.425, d = 1.741667; s_a^2 = 1.583333, s_b^2 = 0.129167;
+    s_a^2/3 = 0.527778, s_b^2/4 = 0.032292, se^2 = 0.560069, se = 0.748378;
+    df = 0.560069^2 / (0.527778^2 / 2 + 0.032292^2 / 3) = 0.313678 / (0.139275 + 0.000348) = 2.2466;
+    t_0.975(2.2466) = 3.8809 (between the table's 4.303 at df 2 and 3.182 at df 3); half width 2.9044."""
+    result = welch([1, 2, 3.5], [0.2, 0.1, 0.5, 0.9])
+    assert result.diff == pytest.approx(1.741667, abs=1e-6)
+    assert result.se == pytest.approx(0.748378, abs=1e-6)
+    assert result.df == pytest.approx(2.2466, abs=1e-4)
+    assert (result.low, result.high) == (pytest.approx(-1.16225, abs=1e-4), pytest.approx(4.64558, abs=1e-4))
+    # one value on a side: the difference, no interval; equal variances and sizes: df = 2 (n - 1) exactly
+    one = welch([1.0], [0.0, 2.0])
+    assert one.diff == 0.0 and one.low is None and one.df is None
+    assert welch([1, 2, 3], [4, 5, 6]).df == pytest.approx(4.0, rel=1e-12)
+    same = welch([2.0, 2.0], [1.0, 1.0])
+    assert (same.low, same.high, same.df) == (1.0, 1.0, 2.0)
+
+
+def test_verdict_logic():
+    assert verdict("above", 0.1, 3.0) == REPRODUCED
+    assert verdict("above", -0.5, 3.0) == NOT_AT_BUDGET  # the interval holds zero
+    assert verdict("above", -3.0, -0.2) == CONTRADICTED  # wholly on the other side of zero
+    assert verdict("above", -3.0, 0.5) == NOT_AT_BUDGET  # wrong-way estimate, but the interval reaches the paper's sign
+    assert verdict("below", -30.0, -20.0) == REPRODUCED
+    assert verdict("below", -1.0, 2.0) == NOT_AT_BUDGET
+    assert verdict("below", 0.5, 2.0) == CONTRADICTED
+    assert verdict("equal", -0.8, 0.9, margin=1.0) == REPRODUCED
+    assert verdict("equal", -2.5, 0.5, margin=1.0) == NOT_AT_BUDGET  # too wide to tell
+    assert verdict("equal", -4.0, -1.5, margin=1.0) == CONTRADICTED
+    assert verdict("equal", 1.2, 3.0, margin=1.0) == CONTRADICTED
+    assert verdict("above", None, None) == verdict("below", None, None) == NEEDS_SEEDS
+    with pytest.raises(ValueError, match="one of above, below, equal"):
+        verdict("better", 0.0, 1.0)
+
+
+def test_synthetic_sweep_groups_across_resume_compares_and_judges_claims(synthetic):
+    tmp_path, a, b = synthetic
+    out = tmp_path / "report"
+    main([str(a), str(b), "--out", str(out), "--baseline", "discrete", "--baseline", "grad=adjoint"])
+    content = json.loads((out / "report.json").read_text())
+    configs = {c["grad"]: c for c in content["configurations"]}
+    # the resumed seed (trainer.resume=auto, device cpu, threads 1) joins its configuration
+    assert set(configs) == {"direct (discrete ResNet)", "adjoint", "anode"}
+    assert configs["direct (discrete ResNet)"]["seeds"] == [0, 1, 2] and configs["direct (discrete ResNet)"]["n"] == 3
+    # numbers as numbers, accuracy in %
+    discrete = configs["direct (discrete ResNet)"]
+    assert discrete["final acc %"] == pytest.approx(72.0) and discrete["final acc % std"] == pytest.approx(2.0)
+    assert isinstance(content["runs"][0]["final acc %"], float) and isinstance(content["runs"][0]["seed"], int)
+    # floor columns where logged (sweep_a), None where a run predates them (sweep_b)
+    runs = {r["run"]: r for r in content["runs"]}
+    assert runs["sweep_a/0"]["floor"] == 1e-6 and runs["sweep_a/0"]["tf32"] is False
+    assert runs["sweep_b/0"]["floor"] is None and runs["sweep_b/0"]["error / floor"] is None
+    assert runs["sweep_a/0"]["wall s"] == 120.0 and runs["sweep_b/0"]["wall s"] is None
+    assert runs["sweep_a/3"]["error / floor"] == pytest.approx(5e5)
+    assert "sweep_a/0" in runs and all(len(name) < 12 for name in runs)  # short names, not the override strings
+
+    comparison = {r["method"]: r for r in content["comparisons"]["discrete"]}
+    adjoint = comparison["adjoint, euler N_t=2"]
+    expected = welch([40.0, 44.0], [70.0, 72.0, 74.0])
+    assert adjoint["baseline"] == "direct (discrete ResNet), euler N_t=1" and adjoint["n method"] == 2
+    assert adjoint["difference"] == pytest.approx(-30.0) and adjoint["df"] == pytest.approx(expected.df)
+    # by hand: se^2 = 8/2 + 4/3 = 5.3333, df = 5.3333^2 / (4^2/1 + 1.3333^2/2) = 28.444 / 16.889 = 1.6842
+    assert adjoint["df"] == pytest.approx(1.6842, abs=1e-4)
+    assert adjoint["CI low"] == pytest.approx(expected.low) and adjoint["CI high"] == pytest.approx(expected.high)
+    assert {r["method"] for r in content["comparisons"]["grad=adjoint"]} == {"anode, euler N_t=2"}
+
+    claims = {(c["network"], c["claim"]): c for c in content["claims"]}
+    assert set(claims) == {("ResNet-4", "method < baseline"), ("ResNet-4", "|method - baseline| <= 1")}
+    below = claims["ResNet-4", "method < baseline"]
+    assert below["verdict"] == REPRODUCED and below["paper diff"] == pytest.approx(47.37 - 76.95)
+    assert below["paper diff in CI"] is True  # -29.58 inside [-30 ± t(1.68) · 2.31]
+    equal = claims["ResNet-4", "|method - baseline| <= 1"]
+    assert equal["difference"] == pytest.approx(0.0) and equal["verdict"] == NOT_AT_BUDGET  # ± 2.5 points: too wide
+
+    with (out / "report.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 8 and float(table[0]["final acc %"]) == pytest.approx(70.0)
+    assert (out / "configurations.csv").read_text().count("\n") == 4
+    assert "anode, euler N_t=2" in (out / "comparison.csv").read_text()
+    md = (out / "report.md").read_text()
+    assert "## Claims" in md and "| ANODE | ResNet-4 |" in md and REPRODUCED in md and NOT_AT_BUDGET in md
+    assert "![grad_quality](grad_quality.png)" in md and (out / "grad_quality.png").read_bytes().startswith(PNG)
+    quality = content["plots"]["grad_quality.png"]
+    assert set(quality) == {"grad_error/rel_l2", "grad_error/cosine", "grad_error/floor_rel_l2", "grad_error/floor_ratio"}
+    assert quality["grad_error/rel_l2"]["adjoint, euler N_t=2"]["x"] == [0, 10, 20]
+    assert quality["grad_error/rel_l2"]["adjoint, euler N_t=2"]["y"] == pytest.approx([0.5] * 3)
+    accuracy = content["plots"]["accuracy.png"]["test/acc"]["direct (discrete ResNet), euler N_t=1"]
+    # anode's seeds average to the baseline's curve: the line hidden under another is named in report.md
+    note = "accuracy.png, test accuracy: `anode, euler N_t=2` is identical to `direct (discrete ResNet), euler N_t=1`"
+    assert note in content["identical"] and note in md
+    assert not any(n.startswith("accuracy.png, test accuracy: `adjoint") for n in content["identical"])
+    assert accuracy["y"][-1] == pytest.approx(72.0) and (accuracy["min"][-1], accuracy["max"][-1]) == pytest.approx((70.0, 74.0))
+
+
+def test_contradicted_and_seedless_claims(synthetic):
+    _, a, b = synthetic
+    groups = report_module.group_by_seed(report_module.find_runs([a, b]))
+    runs = [r for g in groups for r in g]
+    wrong_way = Claim("test", "ResNet-4", r"resnet4", "grad=anode", "discrete", "below", -5.0, "")
+    assert claim_rows(groups, runs, [], [wrong_way])[0]["verdict"] == NOT_AT_BUDGET  # anode - discrete = 0 ± 2.5
+    adjoint_above = Claim("test", "ResNet-4", r"resnet4", "grad=adjoint", "discrete", "above", 5.0, "")
+    row = claim_rows(groups, runs, [], [adjoint_above])[0]
+    assert row["CI high"] < 0 and row["verdict"] == CONTRADICTED
+    one_seed = [g[:1] if g[0].get("grad.name") == "adjoint" else g for g in groups]
+    row = claim_rows(one_seed, runs, [], [adjoint_above])[0]
+    assert row["difference"] == pytest.approx(40.0 - 72.0) and row["CI low"] is None and row["verdict"] == NEEDS_SEEDS
+    assert claim_rows(groups, runs, [], [Claim("t", "x", r"alexnet", "grad=adjoint", "discrete", "below", -1, "")]) == []
+
+
+def test_several_dirs_default_output_and_bad_baselines(synthetic, capsys):
+    tmp_path, a, b = synthetic
+    main([str(a), str(b)])  # written into their common parent
+    assert "8 runs" in capsys.readouterr().out and (tmp_path / "report.md").exists()
+    with pytest.raises(SystemExit, match=r"--baseline grad\.nam=direct: no run's config has grad\.nam \(groups: grad,"):
+        main([str(a), "--baseline", "grad.nam=direct"])
+    with pytest.raises(SystemExit, match="each part must be KEY=VALUE"):
+        main([str(a), "--baseline", "direct"])
+
+
+def test_help_is_not_cut_short(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "not reproduced at this budget" in text and "needs >= 2 seeds" in text and "--baseline" in text
+
+
+def test_plot_axes_integer_epochs_memory_from_zero_distinct_styles(tmp_path, monkeypatch):
+    """What a reader sees, read off the axes before saving: a 1-epoch curve has the one tick 1 (not 0.945 ... 1.050),
+    a memory axis starts at 0, two identical series get different line styles and markers, the legend is the
+    figure's (outside the axes), and saving warns nothing (constrained layout, no tight_layout)."""
+    seen = {}
+    real_finish = report_module.finish
+
+    def capture(plt, fig, axes, path):
+        seen[path.name] = [(list(ax.get_xticks()), ax.get_ylim(), [(l.get_linestyle(), l.get_marker()) for l in ax.lines])
+                           for ax in axes]
+        real_finish(plt, fig, axes, path)
+        seen[path.name + " legends"] = (len(fig.legends), [ax.get_legend() for ax in axes])
+
+    monkeypatch.setattr(report_module, "finish", capture)
+    one_epoch = {"x": [1], "y": [50.0], "std": [0.0], "min": [49.0], "max": [51.0], "n": [2]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report_module.plot_curves(tmp_path / "acc.png", {"test/acc": {"a": one_epoch, "b": dict(one_epoch)}},
+                                  report_module.CURVES)
+        report_module.plot_versus(tmp_path / "mem.png", {"N_t": {"a": {"x": [1, 2], "y": [100.0, 101.0], "std": [0, 0]}}},
+                                  "MiB", "memory", logy=False)
+    (ticks, _, styles_), = seen["acc.png"]
+    assert ticks == [1] and styles_[0] != styles_[1]
+    assert seen["acc.png legends"] == (1, [None])
+    (_, (bottom, top), _), = seen["mem.png"]
+    assert bottom == 0 and top > 101
