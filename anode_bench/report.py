@@ -53,6 +53,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from anode_bench import tags
 from anode_bench.stats import Difference, welch
 
 LAYOUT_SUFFIX = ".anode-report"
@@ -64,34 +65,7 @@ NOT_RESULT = {"trainer.resume", "trainer.resume_override", "trainer.device", "tr
 NOT_RESULT_PREFIXES = ("hydra.",)
 
 # TensorBoard CUSTOM SCALARS: one multiline chart per tag (a regex over tags); every run is a line in it.
-LAYOUT = {
-    "accuracy": {
-        "test accuracy": ["Multiline", [r"^test/acc$"]],
-        "test loss": ["Multiline", [r"^test/loss$"]],
-        "train accuracy": ["Multiline", [r"^train/acc$"]],
-        "train loss (per log window)": ["Multiline", [r"^train/loss$"]],
-    },
-    "gradient error": {
-        "relative L2 error vs float64 reference": ["Multiline", [r"^grad_error/rel_l2$"]],
-        "precision floor: same-precision direct vs float64": ["Multiline", [r"^grad_error/floor_rel_l2$"]],
-        "error / floor (1 = rounding level)": ["Multiline", [r"^grad_error/floor_ratio$"]],
-        "cosine vs float64 reference": ["Multiline", [r"^grad_error/cosine$"]],
-        "per ODE block": ["Multiline", [r"^grad_error/block_\d+$"]],
-    },
-    "memory": {
-        "peak MiB": ["Multiline", [r"^memory/peak_mib$"]],
-        "activation MiB": ["Multiline", [r"^memory/activation_mib$"]],
-    },
-    "cost": {
-        "step ms": ["Multiline", [r"^time/step_ms$"]],
-        "epoch s": ["Multiline", [r"^time/epoch_s$"]],
-        "images per s": ["Multiline", [r"^throughput/img_s$"]],
-        "NFE forward": ["Multiline", [r"^nfe/forward$"]],
-        "NFE backward": ["Multiline", [r"^nfe/backward$"]],
-        "NFE rejected": ["Multiline", [r"^nfe/rejected$"]],
-        "host syncs in solves": ["Multiline", [r"^nfe/host_syncs$"]],
-    },
-}
+LAYOUT = tags.layout()
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -321,16 +295,16 @@ class Column:
 
 
 METRIC_COLUMNS = [
-    Column("final acc %", "test/acc", ".2f", 100.0),
-    Column("best acc %", "test/best_acc", ".2f", 100.0),
-    Column("grad error", "grad_error/rel_l2_mean", ".2e"),
-    Column("floor", "grad_error/floor_rel_l2_mean", ".2e", optional=True),
-    Column("error / floor", "grad_error/floor_ratio_mean", ".3g", optional=True),
-    Column("peak MiB", "memory/peak_mib", ".1f"),
-    Column("step ms", "time/step_ms", ".1f"),
-    Column("NFE fwd", "nfe/forward", ".0f"),
-    Column("NFE bwd", "nfe/backward", ".0f"),
-    Column("wall s", "time/wall_s", ".0f", optional=True),
+    Column("final acc %", tags.TEST_ACC, ".2f", 100.0),
+    Column("best acc %", tags.BEST_ACC, ".2f", 100.0),
+    Column("grad error", tags.mean_key(tags.GRAD_REL_L2), ".2e"),
+    Column("floor", tags.mean_key(tags.GRAD_FLOOR), ".2e", optional=True),
+    Column("error / floor", tags.mean_key(tags.GRAD_FLOOR_RATIO), ".3g", optional=True),
+    Column("peak MiB", tags.PEAK_MIB, ".1f"),
+    Column("step ms", tags.STEP_MS, ".1f"),
+    Column("NFE fwd", tags.NFE_FORWARD, ".0f"),
+    Column("NFE bwd", tags.NFE_BACKWARD, ".0f"),
+    Column("wall s", tags.WALL_S, ".0f", optional=True),
 ]
 
 
@@ -487,7 +461,7 @@ def free_keys(*selectors: dict[str, str]):
 
 def accuracies(group: list[Run]) -> list[float]:
     """Final test accuracy in % of the group's completed runs (diverged and unfinished ones have none)."""
-    return finite(100.0 * r.metrics["test/acc"] for r in group if r.completed and number(r.metrics.get("test/acc")) is not None)
+    return finite(100.0 * r.metrics[tags.TEST_ACC] for r in group if r.completed and number(r.metrics.get(tags.TEST_ACC)) is not None)
 
 
 def pairs(groups: list[list[Run]], baseline: dict[str, str], method: dict[str, str] | None = None):
@@ -813,12 +787,12 @@ def write_layout(root: Path) -> None:
 
 
 # tag -> (title, y label, log scale, scale): the per-epoch curves, and the probe's over training
-CURVES = {"test/acc": ("test accuracy", "accuracy (%)", False, 100.0),
-          "train/epoch_loss": ("training loss", "cross-entropy", False, 1.0)}
-QUALITY = {"grad_error/rel_l2": ("relative L2 error vs float64", "rel. L2 error", True, 1.0),
-           "grad_error/cosine": ("cosine vs float64", "cosine", False, 1.0),
-           "grad_error/floor_rel_l2": ("precision floor (same-precision direct)", "rel. L2 error", True, 1.0),
-           "grad_error/floor_ratio": ("error / floor (1 = rounding)", "ratio", True, 1.0)}
+CURVES = {tags.TEST_ACC: ("test accuracy", "accuracy (%)", False, 100.0),
+          tags.TRAIN_EPOCH_LOSS: ("training loss", "cross-entropy", False, 1.0)}
+QUALITY = {tags.GRAD_REL_L2: ("relative L2 error vs float64", "rel. L2 error", True, 1.0),
+           tags.GRAD_COSINE: ("cosine vs float64", "cosine", False, 1.0),
+           tags.GRAD_FLOOR: ("precision floor (same-precision direct)", "rel. L2 error", True, 1.0),
+           tags.GRAD_FLOOR_RATIO: ("error / floor (1 = rounding)", "ratio", True, 1.0)}
 
 
 def curves_of(groups, runs, keys, tags: dict) -> dict:
@@ -885,9 +859,9 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
 
     curves = curves_of(groups, runs, keys, CURVES)
     quality = {tag: series for tag, series in curves_of(groups, runs, keys, QUALITY).items() if series}
-    memory = versus_discretization(groups, runs, keys, "memory/peak_mib")
-    error = versus_discretization(groups, runs, keys, "grad_error/rel_l2_mean")
-    floor = versus_discretization(groups, runs, keys, "grad_error/floor_rel_l2_mean")
+    memory = versus_discretization(groups, runs, keys, tags.PEAK_MIB)
+    error = versus_discretization(groups, runs, keys, tags.mean_key(tags.GRAD_REL_L2))
+    floor = versus_discretization(groups, runs, keys, tags.mean_key(tags.GRAD_FLOOR))
     plot_curves(out / "accuracy.png", curves, CURVES)
     plot_versus(out / "memory.png", memory, "peak memory (MiB)", "peak memory per training step", logy=False)
     plot_versus(out / "grad_error.png", error, "relative L2 gradient error (mean)", "gradient error vs float64 reference",
@@ -906,7 +880,7 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
     references = sorted({f"{r.get('grad_check.reference')}" for r in runs if r.get("grad_check.reference")})
     diverged = sum(r.metrics.get("status") == "diverged" for r in runs)
     sources = " ".join(str(r) for r in roots) + (f" --out {out}" if out != base else "")
-    floors = any("grad_error/floor_rel_l2_mean" in r.metrics for r in runs)
+    floors = any(tags.mean_key(tags.GRAD_FLOOR) in r.metrics for r in runs)
     text = [
         f"# Report: {base.name or base}",
         "",

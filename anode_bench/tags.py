@@ -48,8 +48,8 @@ TAGS: tuple[Tag, ...] = (
     Tag(TRAIN_EPOCH_LOSS, "accuracy", "train loss (per epoch)", "epoch"),
     Tag(TRAIN_LOSS, "accuracy", "train loss (per log window)", "step"),
     Tag(GRAD_REL_L2, "gradient error", "relative L2 error vs float64 reference", "step"),
-    Tag(GRAD_FLOOR, "gradient error", "precision floor: direct at the run's precision vs float64", "step"),
-    Tag(GRAD_FLOOR_RATIO, "gradient error", "error in units of the floor (1 = rounding)", "step"),
+    Tag(GRAD_FLOOR, "gradient error", "precision floor: same-precision direct vs float64", "step"),
+    Tag(GRAD_FLOOR_RATIO, "gradient error", "error / floor (1 = rounding level)", "step"),
     Tag(GRAD_COSINE, "gradient error", "cosine vs float64 reference", "step"),
     Tag("grad_error/block_<i>", "gradient error", "per ODE block", "step", pattern=r"^grad_error/block_\d+$"),
     Tag(PEAK_MIB, "memory", "peak MiB", "step"),
@@ -75,6 +75,10 @@ def mean_key(tag: str) -> str:
 # metrics.json keys besides the tags above (which appear as the run's final, best, mean or max value).
 STATUS, FAILURE, STEPS, EPOCHS = "status", "failure", "steps", "epochs"
 BEST_ACC = "test/best_acc"
+WALL_S = "time/wall_s"  # the whole run, start to metrics.json, in seconds
+
+
+FINAL_PREFIX = "final/"  # the run's metrics.json numbers as HPARAMS-tab metrics: final/test/acc, ...
 
 
 def layout() -> dict:

@@ -154,7 +154,7 @@ def write_results(cfg: DictConfig, writer, metrics: dict, context: Distributed) 
         "lr": trainer.lr, "batch_size": trainer.batch_size, "seed": trainer.seed if trainer.seed is not None else -1,
         "precision": trainer.precision, "processes": context.world_size,
     }
-    final = {f"final/{k}": v for k, v in metrics.items()
+    final = {f"{tags.FINAL_PREFIX}{k}": v for k, v in metrics.items()
              if isinstance(v, (int, float)) and not isinstance(v, bool)}
     status = metrics[tags.STATUS] if metrics[tags.FAILURE] is None else f"{metrics[tags.STATUS]}: {metrics[tags.FAILURE]}"
     writer.add_text(tags.STATUS_TEXT, status, metrics[tags.STEPS])

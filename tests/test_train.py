@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from anode_bench import tags
+from anode_bench.build import ode_settings
+from anode_bench.config import CONFIG_DIR
 from anode_bench.metrics import gradient_error
 from anode_bench.models import build_model
 from anode_bench.ode import ODEBlock
-from anode_bench.build import ode_settings
-from anode_bench.config import CONFIG_DIR
+from anode_bench.report import LAYOUT
 
 GROUPS = {group: sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
           for group in ("dataset", "model", "solver", "grad", "trainer", "grad_check", "experiment")}
@@ -67,6 +70,10 @@ def test_a_run_writes_config_every_tensorboard_tag_and_metrics(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / ".hydra" / "config.yaml").exists()
     assert TAGS <= scalar_tags(run_dir), TAGS - scalar_tags(run_dir)
+    charts = [re.compile(regex) for section in LAYOUT.values() for _, regexes in section.values() for regex in regexes]
+    uncharted = [tag for tag in scalar_tags(run_dir)  # final/*: metrics.json's numbers, for the HPARAMS tab
+                 if not tag.startswith(tags.FINAL_PREFIX) and not any(chart.match(tag) for chart in charts)]
+    assert not uncharted, f"logged but missing from anode-report's custom-scalars layout: {uncharted}"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["steps"] == 3
     assert metrics["nfe/forward"] == metrics["nfe/backward"] > 0  # aca: one recompute per forward evaluation
