@@ -74,6 +74,7 @@ class TrainerConfig:
     seed: Optional[int] = 0
     device: str = "auto"
     precision: str = "fp32"
+    tf32: bool = False
     channels_last: bool = False
     compile: bool = False
     threads: Optional[int] = None
