@@ -32,7 +32,7 @@ from .checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, save_c
 from .config import ConfigError, validate
 from .data import DataError, DeviceLoader, channel_stats, load_splits
 from .distributed import Distributed, from_environment, local_copy, shutdown, with_sync_batchnorm
-from .metrics import MIB, gradient_error, peak_memory_mib, set_tf32
+from .metrics import MIB, gradient_error, peak_memory_mib, set_tf32, tf32_state
 from .models import build_model
 from .ode import SOLVERS, MaxStepsError, NonFiniteStateError
 
@@ -513,7 +513,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         "grad_error/rel_l2_mean": mean(history["grad_error/rel_l2"]),
         "grad_error/floor_rel_l2_mean": mean(history.get("grad_error/floor_rel_l2", [])),
         "grad_error/floor_ratio_mean": mean([r for r in history.get("grad_error/floor_ratio", []) if not math.isnan(r)]),
-        "tf32": trainer.tf32,
+        "tf32": all(tf32_state()),  # what the run ran with: trainer.tf32, as set_tf32 applied it
         "memory/peak_mib": max(history["memory/peak_mib"], default=None),
         "time/step_ms": mean(history["time/step_ms"]),
         **last_nfe,
@@ -524,7 +524,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         "dataset": data.name, "model": cfg.model.name, "solver": cfg.solver.name,
         "steps": cfg.solver.steps if cfg.solver.steps is not None else -1, "grad": cfg.grad.name,
         "lr": trainer.lr, "batch_size": trainer.batch_size, "seed": trainer.seed if trainer.seed is not None else -1,
-        "precision": trainer.precision, "tf32": trainer.tf32, "processes": context.world_size,
+        "precision": trainer.precision, "tf32": metrics["tf32"], "processes": context.world_size,
     }
     final = {f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
     writer.add_text("run/status", status if failure is None else f"{status}: {failure}", step)
