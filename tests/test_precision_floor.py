@@ -137,3 +137,25 @@ def hparams_of(run_dir):
                     data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
                     return data.session_start_info.hparams
     raise AssertionError(f"no hparams in {run_dir}")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("grad, solver, solve", EXACT[:3], ids=[f"{g}-{s}" for g, s, _ in EXACT[:3]])
+def test_on_cuda_tf32_raises_the_floor_and_exact_methods_stay_at_it(grad, solver, solve):
+    """trainer.tf32's switches reach the probe: with TF32 on, the floor of the same weights and images
+    is above the IEEE float32 one, and an exact method reads at the floor under both. The bounds are
+    the CPU's (not yet run on a GPU in this project)."""
+    before = tf32_state()
+    model = build_model("resnet_tiny", 10, dict(solver=solver, grad=grad, check_finite=False, **solve)).cuda().train()
+    images, labels = torch.randn(32, 3, 32, 32, device="cuda"), torch.randint(0, 10, (32,), device="cuda")
+    floors = {}
+    try:
+        for enabled in (False, True):
+            set_tf32(enabled)
+            errors = gradient_error(model, images, labels)
+            assert AT_THE_FLOOR[0] <= errors["grad_error/floor_ratio"] <= AT_THE_FLOOR[1], (enabled, errors)
+            floors[enabled] = errors["grad_error/floor_rel_l2"]
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+    assert floors[True] > floors[False]
