@@ -51,14 +51,6 @@ PRECISIONS = {
 }
 
 
-def set_tf32(enabled: bool) -> None:
-    """CUDA's TF32 switches for convolutions (cuDNN) and matrix products: with them on, float32
-    convolutions and matmuls round their inputs to a 10-bit mantissa. float64 never uses TF32, so
-    the probe's reference is unaffected either way; on the CPU they do nothing."""
-    torch.backends.cudnn.allow_tf32 = enabled
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-
-
 def ode_settings(cfg: DictConfig) -> dict:
     """The ODEBlock settings shared by every block: the solver group plus the grad group (its keys
     besides `name`, e.g. revolve's checkpoints or the adjoint's norm, are the grad_options)."""

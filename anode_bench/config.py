@@ -17,7 +17,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .data import NUM_CLASSES
 
-
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")  # the repository's configs/ (editable install)
 
 
@@ -78,6 +77,7 @@ class TrainerConfig:
     seed: Optional[int] = 0
     device: str = "auto"
     precision: str = "fp32"
+    tf32: bool = False
     channels_last: bool = False
     compile: bool = False
     threads: Optional[int] = None

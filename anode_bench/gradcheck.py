@@ -5,7 +5,9 @@ initial weights) and one batch of real or synthetic images, every gradient metho
 - the relative L2 error and cosine of dL/dθ against float64 `direct` backprop on the grid each
   block accepted (`discrete`: is this the gradient of the network that ran?) and on a fine grid
   (`fine`: rk4 at grad_check.fine_factor x the accepted steps, the gradient of the continuous ODE),
-  overall and per ODE block (anode_bench.metrics.gradient_error);
+  overall and per ODE block, beside the precision floor: `direct` on the same grid at the same
+  dtype (and TF32 setting) against the same reference, and the error in units of it
+  (floor_ratio ≈ 1: rounding; ≫ 1: the method's own error) (anode_bench.metrics.gradient_error);
 - the peak memory of one forward+backward (CUDA allocator, or the CPU profiler's allocations) and
   its median time over gradcheck.repeats (anode_bench.metrics.peak_memory_mib, timed_ms);
 - NFE forward, backward and rejected, summed over ODE blocks, and the accepted steps per block.
@@ -32,11 +34,11 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from .build import load_data, make_model, pick_device
 from .config import CONFIG_DIR, ConfigError, validate
 from .data import DataError, DeviceLoader, channel_stats
-from .metrics import gradient_error, peak_memory_mib, timed_ms
+from .metrics import gradient_error, peak_memory_mib, set_tf32, timed_ms
 from .ode import GRAD_METHODS, SOLVERS, MaxStepsError, NonFiniteStateError
-from .build import load_data, make_model, pick_device
 from .run_state import invocation_record, save_record
 from .trainer import nfe_counts
 
@@ -150,17 +152,21 @@ def markdown(rows: list[dict], cfg: DictConfig, header: dict) -> str:
     blocks = sorted({k.split("_")[1] for row in rows for k in row if k.startswith("block_")}, key=int)
     columns = ["solver", "N_t / rtol", "steps/block", "grad"]
     for ref in references:
-        columns += [f"rel. error ({ref})", f"cosine ({ref})"]
+        columns += [f"rel. error ({ref})", f"floor ({ref})", f"÷ floor ({ref})", f"cosine ({ref})"]
     columns += [f"block errors ({references[0]})"] if blocks and references else []
     columns += ["NFE fwd", "NFE bwd", "peak MiB", "time ms"]
     lines = [
         "# anode-gradcheck",
         "",
         f"{header['model']} ({header['parameters']:,} parameters, {header['blocks']} ODE blocks), "
-        f"{header['images']}, {cfg.gradcheck.dtype} on {header['device']}. "
+        f"{header['images']}, {cfg.gradcheck.dtype} on {header['device']}"
+        f"{' (TF32 ' + ('on' if cfg.trainer.tf32 else 'off') + ')' if header['device'].startswith('cuda') else ''}. "
         "Reference: float64 `direct` backprop on the grid each block accepted (`discrete`) and rk4 at "
         f"{cfg.grad_check.fine_factor}x as many steps (`fine`). Rel. error = ‖g − g_ref‖ / ‖g_ref‖ over all "
-        "parameters; block errors: the same over each ODE block's parameters; steps/block: accepted steps "
+        "parameters; floor: the same for `direct` on the same grid in the same dtype, the rounding error any "
+        "exact method shares (with `fine` it adds the grid's discretization error); ÷ floor: rel. error / floor "
+        "(≈ 1: indistinguishable from rounding, ≫ 1: the method's own error; — in float64, whose floor is the "
+        "reference itself); block errors: the same over each ODE block's parameters; steps/block: accepted steps "
         "per ODE block (the mean over blocks); NFE summed over blocks; peak MiB: one forward+backward "
         f"({'CUDA allocator' if header['device'].startswith('cuda') else 'CPU profiler allocations'}) on top of "
         f"the weights, their gradients and the batch; time: median of {cfg.gradcheck.repeats}. "
@@ -174,7 +180,8 @@ def markdown(rows: list[dict], cfg: DictConfig, header: dict) -> str:
     for row in rows:
         cells = [row["solver"], setting(row), fmt(row.get("accepted_steps"), "g"), row["grad"]]
         for ref in references:
-            cells += [fmt(row.get(f"rel_l2_{ref}"), ".2e"), fmt(row.get(f"cosine_{ref}"), ".6f")]
+            cells += [fmt(row.get(f"rel_l2_{ref}"), ".2e"), fmt(row.get(f"floor_rel_l2_{ref}"), ".2e"),
+                      fmt(row.get(f"floor_ratio_{ref}"), ".3g"), fmt(row.get(f"cosine_{ref}"), ".6f")]
         if blocks and references:
             cells.append(" / ".join(fmt(row.get(f"block_{b}_{references[0]}"), ".1e") for b in blocks))
         cells += [fmt(row.get("nfe_forward"), "d"), fmt(row.get("nfe_backward"), "d"), fmt(row.get("peak_mib"), ".1f"),
@@ -269,6 +276,7 @@ def gradcheck(cfg: DictConfig, out_dir: Path, command: str = "anode-gradcheck") 
     if cfg.gradcheck.dtype not in DTYPES:
         raise ConfigError(f"gradcheck.dtype {cfg.gradcheck.dtype!r} unknown; choose from {', '.join(DTYPES)}")
     dtype, device = DTYPES[cfg.gradcheck.dtype], pick_device(cfg.trainer.device)
+    set_tf32(cfg.trainer.tf32)  # float32 on CUDA as anode-train would run it; float64 never uses TF32
     todo = combinations(cfg)
     if cfg.trainer.seed is not None:
         torch.manual_seed(cfg.trainer.seed)

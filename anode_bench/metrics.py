@@ -8,6 +8,7 @@ CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus what 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Callable
 
@@ -71,21 +72,32 @@ def _compare(grads: dict, reference: dict, names) -> tuple[float, float]:
 
 def gradient_error(model, images, labels, *, reference: str = "discrete", fine_factor: int = 8,
                    cache: dict | None = None) -> dict[str, float]:
-    """Error of the model's gradient (its own grad method and dtype) against float64 `direct`.
+    """Error of the model's gradient (its own grad method and dtype) against float64 `direct`, and
+    the precision floor that error is to be read against.
 
     g = dL/dθ of cross-entropy on (images, labels) as the model computes it; g_ref the same
     from a float64 copy whose ODE blocks use `direct` on the grid each block just accepted
     (`reference="discrete"`: is this the gradient of the network that ran?) or rk4 at
     fine_factor times as many steps (`"fine"`: the gradient of the continuous ODE).
+    The floor g_floor: `direct` on the grid each block accepted, at the model's own precision
+    (its dtype, under the caller's autocast and the process's TF32 switches, as it trains): exact
+    backprop of the network that ran, so ‖g_floor − g_ref‖ / ‖g_ref‖ (reference "discrete") is
+    what the arithmetic alone costs; with "fine" it adds this grid's discretization error, the
+    least any method on this grid can reach. floor_ratio = rel_l2 / floor_rel_l2: the method's
+    error in units of the floor (≈ 1: indistinguishable from rounding; ≫ 1: the method's own).
+    A float64 model's floor is the reference itself (0): its ratio is nan, undefined.
+
     BatchNorm stays in train mode. The model, its buffers and the RNG are left untouched (the
-    work runs on copies, both from the same RNG state). Autocast: g is computed under whatever
-    autocast the caller holds (as the model trains, e.g. bfloat16), g_ref always with autocast
-    disabled, in float64. Returns grad_error/rel_l2,
-    grad_error/cosine and grad_error/block_<i> (relative L2 over ODE block i's parameters).
+    work runs on copies, all from the same RNG state). Autocast: g and g_floor are computed under
+    whatever autocast the caller holds (as the model trains, e.g. bfloat16), g_ref always with
+    autocast disabled, in float64 (TF32 never applies to float64). Returns grad_error/rel_l2,
+    grad_error/floor_rel_l2, grad_error/floor_ratio, grad_error/cosine and grad_error/block_<i>
+    (relative L2 over ODE block i's parameters).
 
     `cache`: a dict kept by the caller across calls with the same weights and batch (anode-gradcheck
     compares every gradient method against one reference): g_ref is reused when the reference kind,
-    fine_factor and every block's solver and accepted grid are the same as an earlier call's.
+    fine_factor and every block's solver and accepted grid are the same as an earlier call's, and
+    g_floor when the solver, grids, model dtype, autocast state and TF32 switches are.
     """
     if reference not in ("discrete", "fine"):
         raise ValueError(f"grad_check.reference {reference!r} unknown; choose from discrete, fine")
@@ -94,21 +106,60 @@ def gradient_error(model, images, labels, *, reference: str = "discrete", fine_f
         rng = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
         probe = copy.deepcopy(model)
         grads = _model_gradient(probe, images, labels)
-        key = (reference, fine_factor, tuple((block.settings["solver"], tuple(block.last_info.ts)) for block in probe.ode_blocks))
+        grids = tuple((block.settings["solver"], tuple(block.last_info.ts)) for block in probe.ode_blocks)
+        key = (reference, fine_factor, grids)
         if cache is not None and key in cache:
             reference_grads = cache[key]
         else:
             reference_grads = _reference_gradient(model, probe, images, labels, reference, fine_factor, rng, devices)
             if cache is not None:
                 cache[key] = reference_grads
+        floor_key = ("floor", grids, images.dtype, tuple(autocast_state(images.device.type)), tf32_state())
+        if cache is not None and floor_key in cache:
+            floor_grads = cache[floor_key]
+        else:
+            floor_grads = _floor_gradient(model, probe, images, labels, rng, devices)
+            if cache is not None:
+                cache[floor_key] = floor_grads
     rel, cosine = _compare(grads, reference_grads, list(grads))
-    result = {"grad_error/rel_l2": rel, "grad_error/cosine": cosine}
+    floor = _compare(floor_grads, reference_grads, list(grads))[0]
+    ratio = rel / floor if floor > 0 else math.nan
+    result = {"grad_error/rel_l2": rel, "grad_error/floor_rel_l2": floor, "grad_error/floor_ratio": ratio,
+              "grad_error/cosine": cosine}
     block_names = _ode_block_prefixes(model)
     for i, prefix in enumerate(block_names):
         names = [n for n in grads if n.startswith(prefix)]
         if names:
             result[f"grad_error/block_{i}"] = _compare(grads, reference_grads, names)[0]
     return result
+
+
+def tf32_state() -> tuple[bool, bool]:
+    """(cuDNN convolutions, CUDA matmuls) may use TF32: the switches anode-train's trainer.tf32 sets."""
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 for float32 cuDNN convolutions and CUDA matmuls on (Ampere and later) or off (IEEE float32).
+    Float64 never runs in TF32, and the CPU ignores both switches."""
+    torch.backends.cudnn.allow_tf32 = enabled
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+
+
+def _restore_rng(rng, devices) -> None:
+    torch.set_rng_state(rng[0])
+    for d, state in zip(devices, rng[1]):
+        torch.cuda.set_rng_state(state, d)
+
+
+def _floor_gradient(model, probe, images, labels, rng, devices) -> dict:
+    """`direct` gradient of a copy of model on the grids the probe accepted, at the model's own
+    dtype, under the caller's autocast and TF32 switches."""
+    floor = copy.deepcopy(model)
+    for block, probe_block in zip(floor.ode_blocks, probe.ode_blocks):
+        block.configure(grad="direct", grid=probe_block.last_info.ts)
+    _restore_rng(rng, devices)
+    return _model_gradient(floor, images, labels)
 
 
 def _reference_gradient(model, probe, images, labels, reference, fine_factor, rng, devices) -> dict:
@@ -120,9 +171,7 @@ def _reference_gradient(model, probe, images, labels, reference, fine_factor, rn
             block.configure(grad="direct", grid=grid)
         else:
             block.configure(grad="direct", solver="rk4", grid=None, steps=fine_factor * (len(grid) - 1))
-    torch.set_rng_state(rng[0])
-    for d, state in zip(devices, rng[1]):
-        torch.cuda.set_rng_state(state, d)
+    _restore_rng(rng, devices)
     with _autocast_disabled(images.device.type):
         return _model_gradient(exact, images.double(), labels)
 

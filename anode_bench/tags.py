@@ -75,6 +75,7 @@ def mean_key(tag: str) -> str:
 # metrics.json keys besides the tags above (which appear as the run's final, best, mean or max value).
 STATUS, FAILURE, STEPS, EPOCHS = "status", "failure", "steps", "epochs"
 BEST_ACC = "test/best_acc"
+TF32 = "tf32"  # whether float32 convolutions and matmuls ran in TF32 (CUDA)
 WALL_S = "time/wall_s"  # the whole run, start to metrics.json, in seconds
 
 

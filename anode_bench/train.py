@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -24,12 +25,21 @@ from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 
 from . import tags
-from .build import (PRECISIONS, load_data_once, make_loader, make_model, make_optimizer, make_scheduler, pick_device,
-                    with_layout_and_compile)
+from .build import (
+    PRECISIONS,
+    load_data_once,
+    make_loader,
+    make_model,
+    make_optimizer,
+    make_scheduler,
+    pick_device,
+    with_layout_and_compile,
+)
 from .checkpoint import CheckpointError, checkpoint_dir
 from .config import CONFIG_DIR, ConfigError, validate
 from .data import DataError
 from .distributed import Distributed, from_environment, shutdown, with_sync_batchnorm
+from .metrics import set_tf32, tf32_state
 from .ode import SOLVERS
 from .run_state import Progress, StopRequest, git_revision, invocation_record, restore_state, save_record, save_state
 from .trainer import Stopped, Trainer
@@ -58,6 +68,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     precision = PRECISIONS[trainer.precision]
     if trainer.threads is not None:
         torch.set_num_threads(trainer.threads)
+    set_tf32(trainer.tf32)  # the run's float32 convolutions and matmuls, and the probe's copies of them
     if trainer.seed is not None:
         torch.manual_seed(trainer.seed)
     generator = torch.Generator(device).manual_seed(trainer.seed if trainer.seed is not None else torch.seed())
@@ -136,7 +147,11 @@ def run_metrics(cfg: DictConfig, progress: Progress, failure: str | None, device
         tags.TEST_ACC: progress.test_acc if finished else None,
         tags.BEST_ACC: max(history[tags.TEST_ACC], default=None),
         tags.TEST_LOSS: progress.test_loss if finished else None,
-        **{tags.mean_key(tag): _mean(history.get(tag, [])) for tag in (tags.GRAD_REL_L2, tags.GRAD_FLOOR, tags.GRAD_FLOOR_RATIO)},
+        tags.mean_key(tags.GRAD_REL_L2): _mean(history[tags.GRAD_REL_L2]),
+        # .get: a checkpoint from before the floor; a float64 run's ratios are nan (its floor is 0)
+        tags.mean_key(tags.GRAD_FLOOR): _mean(history.get(tags.GRAD_FLOOR, [])),
+        tags.mean_key(tags.GRAD_FLOOR_RATIO): _mean([r for r in history.get(tags.GRAD_FLOOR_RATIO, []) if not math.isnan(r)]),
+        tags.TF32: all(tf32_state()),  # what the run ran with: trainer.tf32, as set_tf32 applied it
         tags.PEAK_MIB: max(history[tags.PEAK_MIB], default=None),
         tags.STEP_MS: _mean(history[tags.STEP_MS]),
         **progress.last_nfe,
@@ -152,7 +167,7 @@ def write_results(cfg: DictConfig, writer, metrics: dict, context: Distributed) 
         "dataset": cfg.dataset.name, "model": cfg.model.name, "solver": cfg.solver.name,
         "steps": cfg.solver.steps if cfg.solver.steps is not None else -1, "grad": cfg.grad.name,
         "lr": trainer.lr, "batch_size": trainer.batch_size, "seed": trainer.seed if trainer.seed is not None else -1,
-        "precision": trainer.precision, "processes": context.world_size,
+        "precision": trainer.precision, "tf32": metrics[tags.TF32], "processes": context.world_size,
     }
     final = {f"{tags.FINAL_PREFIX}{k}": v for k, v in metrics.items()
              if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -198,8 +198,8 @@ class Trainer:
             return error
         for tag, value in errors.items():
             self.writer.add_scalar(tag, value, step)
-            if tag in self.progress.history:
-                self.progress.history[tag].append(value)
+        for tag in (tags.GRAD_REL_L2, tags.GRAD_FLOOR, tags.GRAD_FLOOR_RATIO):
+            self.progress.history.setdefault(tag, []).append(errors[tag])  # setdefault: a checkpoint from before the floor
         return None
 
     # ------------------------------------------------------------------------------------ one epoch

@@ -19,14 +19,14 @@ from hydra import compose, initialize_config_dir
 from problems import ConvBNReLU, LinearODE, TanhMLP, conv_problem, gradient, random_linear_ode, relative_error
 from test_solvers import log_slope
 
+from anode_bench.build import ode_settings
+from anode_bench.config import CONFIG_DIR
 from anode_bench.metrics import peak_memory_mib
 from anode_bench.ode import GRAD_METHODS, SOLVERS, ODEBlock, make_plan, odeint
 from anode_bench.ode.interpolated import NodeSampler, chebyshev_lobatto, hermite, lagrange_at, quartic
 from anode_bench.ode.method import CountedFunc
 from anode_bench.ode.revolve import advances, sweep_snapshots
 from anode_bench.ode.stepping import integrate, rk_step
-from anode_bench.build import ode_settings
-from anode_bench.config import CONFIG_DIR
 
 FIXED = [name for name, tab in SOLVERS.items() if not tab.adaptive]
 ADAPTIVE = [name for name, tab in SOLVERS.items() if tab.adaptive]

@@ -9,10 +9,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from anode_bench.config import CONFIG_DIR
 from anode_bench.gradcheck import combinations, plots
 from anode_bench.metrics import gradient_error
 from anode_bench.models import build_model
-from anode_bench.config import CONFIG_DIR
 
 GRADS, STEPS = ["direct", "adjoint", "aca"], [1, 2]
 TINY = ["dataset.train_size=64", "dataset.test_size=16", "gradcheck.batch_size=8", "gradcheck.repeats=1",
@@ -47,7 +47,8 @@ def test_one_row_per_grad_solver_and_n_t_in_csv_and_markdown(run):
     out, rows = run
     expected = [("euler", str(n), "", g) for n in STEPS for g in GRADS] + [("heun_euler", "", "0.01", g) for g in GRADS]
     assert [(r["solver"], r["steps"], r["rtol"], r["grad"]) for r in rows] == expected
-    for column in ("rel_l2_discrete", "cosine_discrete", "rel_l2_fine", "cosine_fine", "block_0_discrete",
+    for column in ("rel_l2_discrete", "cosine_discrete", "rel_l2_fine", "cosine_fine", "floor_rel_l2_discrete",
+                   "floor_ratio_discrete", "floor_rel_l2_fine", "floor_ratio_fine", "block_0_discrete",
                    "block_3_fine", "peak_mib", "time_ms", "nfe_forward", "nfe_backward", "nfe_rejected", "accepted_steps"):
         assert all(r[column] != "" for r in rows), column
     assert all(r["status"] == "ok" for r in rows)
@@ -55,6 +56,7 @@ def test_one_row_per_grad_solver_and_n_t_in_csv_and_markdown(run):
     assert table.count("\n| euler |") == len(STEPS) * len(GRADS) and table.count("\n| heun_euler | rtol 0.01 |") == len(GRADS)
     assert "resnet_tiny (44,622 parameters, 4 ODE blocks), 8 train images of synthetic, float64 on cpu" in table
     assert "Regenerate: `anode-gradcheck dataset.train_size=64" in table
+    assert "| rel. error (discrete) | floor (discrete) | ÷ floor (discrete) | cosine (discrete) |" in table
     assert (out / ".hydra" / "config.yaml").exists()  # a Hydra run dir, like anode-train's
 
 
@@ -81,6 +83,12 @@ def test_the_numbers_obey_the_identities(run):
         else:  # direct on an adaptive solver also differentiates the step-size controller
             assert 1e-10 < error < 1e-1
         assert fine > 1e-4  # no discretization here is the continuous ODE
+        # float64: the floor of `discrete` is the reference itself, so no ratio; `fine`'s floor is direct
+        # on this grid against rk4's: the discretization error, which aca and direct on euler share
+        assert float(row["floor_rel_l2_discrete"]) == 0.0 and row["floor_ratio_discrete"] == "nan"
+        assert float(row["floor_rel_l2_fine"]) > 1e-4
+        if key[2] == "aca" or key[0] == "euler" and key[2] == "direct":
+            assert float(row["floor_ratio_fine"]) == pytest.approx(1, abs=1e-9)
     for n in STEPS:  # NFE: euler is one f-evaluation per step and block, recomputed once by aca and the adjoint
         assert [int(by["euler", str(n), g]["nfe_forward"]) for g in GRADS] == [4 * n] * 3
         assert [int(by["euler", str(n), g]["nfe_backward"]) for g in GRADS] == [0, 4 * n, 4 * n]
@@ -131,4 +139,4 @@ def test_a_cached_reference_is_the_one_the_same_solver_and_grid_would_compute():
         for reference in ("discrete", "fine"):
             cached = gradient_error(model, images, labels, reference=reference, cache=cache)
             assert cached == gradient_error(model, images, labels, reference=reference)
-    assert len(cache) == 4
+    assert len(cache) == 4 + 2  # and one floor per grid: float64 direct on it (each reference's floor)

@@ -18,8 +18,23 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from torch.utils.tensorboard import SummaryWriter
 
 from anode_bench import report as report_module
-from anode_bench.report import (CONTRADICTED, LAYOUT, NEEDS_SEEDS, NOT_AT_BUDGET, REPRODUCED, Claim, Run, claim_rows,
-                                group_by_seed, main, report, run_rows, swept_keys, verdict, versus_discretization)
+from anode_bench.report import (
+    CONTRADICTED,
+    LAYOUT,
+    NEEDS_SEEDS,
+    NOT_AT_BUDGET,
+    REPRODUCED,
+    Claim,
+    Run,
+    claim_rows,
+    group_by_seed,
+    main,
+    report,
+    run_rows,
+    swept_keys,
+    verdict,
+    versus_discretization,
+)
 from anode_bench.stats import regularized_beta, t_cdf, t_quantile, welch
 
 TINY = ["experiment=smoke", "trainer.epochs=2", "trainer.max_steps_per_epoch=2", "trainer.log_every=1",

@@ -11,9 +11,9 @@ import copy
 
 import pytest
 import torch
+from problems import TanhMLP, conv_problem
 
 from anode_bench.ode import odeint
-from problems import TanhMLP, conv_problem
 
 torchdiffeq = pytest.importorskip("torchdiffeq", reason="torchdiffeq is not installed (pip install -e '.[compare]')")
 

@@ -26,7 +26,6 @@ import torch
 from .method import CheckpointMethod, vjp
 from .stepping import SolvePlan, integrate
 
-
 NORMS = ("full", "seminorm")
 
 
