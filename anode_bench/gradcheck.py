@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from .config import ConfigError, validate
 from .data import DataError, DeviceLoader, channel_stats
 from .metrics import gradient_error, peak_memory_mib, timed_ms
-from .ode import GRAD_METHODS, SOLVERS, MaxStepsError, NonFiniteStateError
+from .ode import GRAD_METHODS, SCHEMES, MaxStepsError, NonFiniteStateError
 from .train import (CONFIG_DIR, invocation_record, load_data, make_model, nfe_counts, ode_settings, pick_device,
                     save_record)
 
@@ -74,9 +74,9 @@ def combinations(cfg: DictConfig) -> list[dict]:
     solvers = listed(check.solvers, cfg.solver.name)
     steps = listed(check.steps, cfg.solver.get("steps"))
     rtols = listed(check.rtols, cfg.solver.get("rtol"))
-    unknown = [s for s in solvers if s not in SOLVERS]
+    unknown = [s for s in solvers if s not in SCHEMES]
     if unknown:
-        raise ConfigError(f"gradcheck.solvers {unknown} unknown; choose from {', '.join(SOLVERS)}")
+        raise ConfigError(f"gradcheck.solvers {unknown} unknown; choose from {', '.join(SCHEMES)}")
     unknown = [g for g in grads if g not in GRAD_METHODS]
     if unknown:
         raise ConfigError(f"gradcheck.grads {unknown} unknown; choose from {', '.join(GRAD_METHODS)}")
@@ -85,7 +85,7 @@ def combinations(cfg: DictConfig) -> list[dict]:
         raise ConfigError(f"gradcheck.references {bad} unknown; choose from discrete, fine")
     out = []
     for solver in solvers:
-        if SOLVERS[solver].adaptive:
+        if SCHEMES[solver].adaptive:
             if None in rtols:
                 raise ConfigError(f"{solver} is adaptive: set gradcheck.rtols (e.g. [1e-2])")
             settings = [dict(rtol=float(r), atol=float(r)) for r in rtols]

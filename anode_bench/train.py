@@ -34,7 +34,7 @@ from .data import DataError, DeviceLoader, channel_stats, load_splits
 from .distributed import Distributed, from_environment, local_copy, shutdown, with_sync_batchnorm
 from .metrics import MIB, gradient_error, peak_memory_mib
 from .models import build_model
-from .ode import SOLVERS, MaxStepsError, NonFiniteStateError
+from .ode import SCHEMES, MaxStepsError, NonFiniteStateError
 
 log = logging.getLogger(__name__)
 
@@ -587,7 +587,7 @@ def check_distributed(cfg: DictConfig, run_dir: Path, context: Distributed) -> N
                           f"torchrun processes (each trains on batch_size / processes images)")
     if context.any(str(run_dir) != context.broadcast(str(run_dir))):
         raise ConfigError("the torchrun processes got different run directories; pass one with hydra.run.dir=DIR")
-    solver = SOLVERS.get(cfg.solver.name)  # None for alf, which steps a fixed grid
+    solver = SCHEMES.get(cfg.solver.name)
     if trainer.sync_bn and solver is not None and solver.adaptive:
         raise ConfigError(f"trainer.sync_bn=true cannot run the adaptive solver {cfg.solver.name}: each rank picks its "
                           f"own steps, so their BatchNorm all_reduces would not pair up; use a fixed-step solver or sync_bn=false")

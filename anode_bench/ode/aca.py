@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from .method import CheckpointMethod, vjp
-from .stepping import restore_rng, rk_step
+from .rk import rk_step
+from .stepping import restore_rng
 
 
 class ACA(CheckpointMethod):

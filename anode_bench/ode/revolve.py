@@ -43,7 +43,8 @@ from math import comb
 import torch
 
 from .method import CheckpointMethod, vjp
-from .stepping import capture_rng, restore_rng, rk_step
+from .rk import rk_step
+from .stepping import capture_rng, restore_rng
 
 
 def _beta(s: int, r: int) -> int:

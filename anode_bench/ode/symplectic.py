@@ -33,7 +33,8 @@ from __future__ import annotations
 import torch
 
 from .method import CheckpointMethod, vjp
-from .stepping import capture_rng, combine, restore_rng
+from .rk import combine
+from .stepping import capture_rng, restore_rng
 
 
 class Symplectic(CheckpointMethod):
