@@ -27,8 +27,11 @@ def test_bench_methods_prints_one_row_per_method_and_steps_with_the_first_as_bas
     for steps in (1, 2):
         assert cells[steps, "direct"][1] == cells[steps, "direct"][3] == "1.00"  # time and memory ratios to itself
         nfe = 4 * steps * 4  # rk4: 4 stages per step, 4 ODE blocks
-        assert [cells[steps, grad][4:] for grad in ("direct", "aca", "adjoint")] == [
+        assert [cells[steps, grad][4:6] for grad in ("direct", "aca", "adjoint")] == [
             [str(nfe), "0"], [str(nfe), str(nfe)], [str(nfe), str(nfe)]]
+        for grad in ("direct", "aca", "adjoint"):  # aten ops per step: total, f's, solver's, their ratio
+            total, f, solver = (int(c.replace(",", "")) for c in cells[steps, grad][6:9])
+            assert 0 < solver < total and 0 < f < total and cells[steps, grad][9] == f"{solver / f:.2f}"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -26,13 +26,18 @@ MAX_FACTOR = 10.0
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
-    return x.pow(2).mean().sqrt()
+    """sqrt(mean(x^2)), as ‖x‖₂ / sqrt(n): one reduction."""
+    return torch.linalg.vector_norm(x) / math.sqrt(x.numel())
 
 
 def error_ratio(err, z, z_next, rtol, atol) -> torch.Tensor:
-    """RMS of err / (atol + rtol * max(|z|, |z_next|)); a step is accepted when this is <= 1."""
-    scale = atol + rtol * torch.maximum(z.abs(), z_next.abs())
-    return rms(err / scale)
+    """RMS of err / (atol + rtol * max(|z|, |z_next|)); a step is accepted when this is <= 1.
+
+    Computed as ‖err / (sqrt(n) (atol + rtol m))‖₂, m = max(|z|, |z_next|), the sqrt(n) folded into
+    the scale's two in-place ops: seven ops, one reduction."""
+    root_n = math.sqrt(err.numel())
+    scale = torch.maximum(z.abs(), z_next.abs()).mul_(rtol * root_n).add_(atol * root_n)
+    return torch.linalg.vector_norm(err / scale)
 
 
 def initial_step(
@@ -124,7 +129,7 @@ def _value(x, counter) -> float:
         return float(x)
     if counter is not None:
         counter.host_syncs += 1
-    return float(x.detach())
+    return x.item()
 
 
 def _values(xs, counter) -> list[float]:

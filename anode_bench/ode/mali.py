@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .method import CheckpointMethod, vjp
+from .method import CheckpointMethod, accumulate, vjp
 from .stepping import restore_rng
 
 
@@ -44,14 +44,12 @@ class Mali(CheckpointMethod):
             z_in, v_in = z.requires_grad_(), v.requires_grad_()
             z_out, v_out, _ = scheme.step(func, ts[n], h, z_in, v_in)
             adj_z, adj_v, *step_grads = vjp((z_out, v_out), (z_in, v_in, *params), (adj_z, adj_v))
-            for total, step_grad in zip(grad_params, step_grads):
-                total.add_(step_grad)
+            accumulate(grad_params, step_grads)
             z, v = z.detach(), v.detach()
         restore_rng(rng[0], device)
         z_in = z0.detach().requires_grad_()
         v_in = scheme.start(func, ts[0], z_in)
         z_out, v_out, _ = scheme.step(func, ts[0], ts[1] - ts[0], z_in, v_in)
         grad_z0, *step_grads = vjp((z_out, v_out), (z_in, *params), (adj_z, adj_v))
-        for total, step_grad in zip(grad_params, step_grads):
-            total.add_(step_grad)
+        accumulate(grad_params, step_grads)
         return grad_z0, grad_params

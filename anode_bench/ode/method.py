@@ -173,15 +173,16 @@ def unobserved(func: CountedFunc, device: torch.device):
     """Evaluations of func that the network must not notice: its buffers (BatchNorm running
     statistics) are restored afterwards and the global RNG is left as it was."""
     buffers = list(func.func.buffers())
-    saved_buffers = [b.detach().clone() for b in buffers]
+    with torch.no_grad():
+        saved_buffers = [b.clone() for b in buffers]
     devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
             yield
     finally:
-        with torch.no_grad():
-            for buffer, saved in zip(buffers, saved_buffers):
-                buffer.copy_(saved)
+        if buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(buffers, saved_buffers)
 
 
 class _CheckpointedSolve(torch.autograd.Function):
@@ -218,6 +219,12 @@ class _CheckpointedSolve(torch.autograd.Function):
             )
         info.nfe_backward += func.calls - calls_before
         return (grad_z0, None, None, None, None, *grad_params)
+
+
+def accumulate(totals: list[torch.Tensor], grads) -> None:
+    """totals[i] += grads[i] for every i, in one fused op (a step's parameter gradients into the sum)."""
+    if totals:
+        torch._foreach_add_(totals, list(grads))
 
 
 def vjp(outputs, inputs, grad_outputs):

@@ -9,18 +9,32 @@ From (t, z) with step dt:
 
 Shapes: z and every k_i share one shape; t and dt are Python floats, or 0-d tensors when
 `direct` differentiates an adaptive controller.
+
+Each weighted sum costs one op per nonzero term (`combine`): on a GPU every op is at least one
+kernel launch, and a step's combinations are most of what the solver adds to f's own work.
 """
 from __future__ import annotations
 
 import torch
 
 
-def combine(z: torch.Tensor, dt, coeffs, k: list[torch.Tensor]) -> torch.Tensor:
-    """z + dt * sum_j coeffs[j] k[j], skipping zero coefficients."""
+def combine(z: torch.Tensor | None, dt, coeffs, k: list[torch.Tensor]) -> torch.Tensor:
+    """z + dt * sum_j coeffs[j] k[j] (z None: the sum alone), skipping zero coefficients.
+
+    A float dt: one fused multiply-add per term, torch.add(out, k_j, alpha=dt * coeffs[j]). A
+    tensor dt (in the autograd graph): the float-weighted sum first, then one multiply-add by dt.
+    """
+    terms = [(coeff, k_j) for coeff, k_j in zip(coeffs, k) if coeff != 0.0]
+    if not terms:
+        return z
+    if isinstance(dt, torch.Tensor):
+        total = None
+        for coeff, k_j in terms:
+            total = torch.mul(k_j, coeff) if total is None else torch.add(total, k_j, alpha=coeff)
+        return total * dt if z is None else torch.addcmul(z, total, dt)
     out = z
-    for coeff, k_j in zip(coeffs, k):
-        if coeff != 0.0:
-            out = out + (dt * coeff) * k_j
+    for coeff, k_j in terms:
+        out = torch.mul(k_j, dt * coeff) if out is None else torch.add(out, k_j, alpha=dt * coeff)
     return out
 
 
@@ -31,5 +45,5 @@ def rk_step(func, tableau, t, dt, z, k1=None, with_error=False):
     for i in range(1, stages):
         k.append(func(t + tableau.c[i] * dt, combine(z, dt, tableau.a[i], k)))
     z_next = combine(z, dt, tableau.b, k)
-    err = combine(torch.zeros_like(z), dt, tableau.b_err, k) if with_error else None
+    err = combine(None, dt, tableau.b_err, k) if with_error else None
     return z_next, err, k
