@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 
 
-def combine(z: torch.Tensor | None, dt, coeffs, k: list[torch.Tensor]) -> torch.Tensor:
-    """z + dt * sum_j coeffs[j] k[j] (z None: the sum alone), skipping zero coefficients.
+def combine(z: torch.Tensor | None, dt, coeffs, k: list[torch.Tensor], dtype=None) -> torch.Tensor:
+    """z + dt * sum_j coeffs[j] k[j] (z None: the sum alone, summed in `dtype` if given: the error
+    estimate stays in the state's dtype when f returns bf16 under autocast), skipping zero coefficients.
 
     A float dt: one fused multiply-add per term, torch.add(out, k_j, alpha=dt * coeffs[j]). A
     tensor dt (in the autograd graph): the float-weighted sum first, then one multiply-add by dt.
@@ -27,6 +28,8 @@ def combine(z: torch.Tensor | None, dt, coeffs, k: list[torch.Tensor]) -> torch.
     terms = [(coeff, k_j) for coeff, k_j in zip(coeffs, k) if coeff != 0.0]
     if not terms:
         return z
+    if z is None and dtype is not None:
+        terms[0] = (terms[0][0], terms[0][1].to(dtype))
     if isinstance(dt, torch.Tensor):
         total = None
         for coeff, k_j in terms:
@@ -45,5 +48,5 @@ def rk_step(func, tableau, t, dt, z, k1=None, with_error=False):
     for i in range(1, stages):
         k.append(func(t + tableau.c[i] * dt, combine(z, dt, tableau.a[i], k)))
     z_next = combine(z, dt, tableau.b, k)
-    err = combine(None, dt, tableau.b_err, k) if with_error else None
+    err = combine(None, dt, tableau.b_err, k, dtype=z.dtype) if with_error else None
     return z_next, err, k
