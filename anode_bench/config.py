@@ -152,12 +152,12 @@ def validate(cfg: DictConfig) -> None:
     import torch
 
     from .build import ode_settings
-    from .ode import SOLVERS, ODEBlock
+    from .ode import ODEBlock, get_scheme
 
     try:
         settings = ode_settings(cfg)
-        solver = SOLVERS.get(settings["solver"])
-        if solver is not None and solver.adaptive and settings.get("steps") is not None:
+        solver = get_scheme(settings["solver"])
+        if solver.adaptive and settings.get("steps") is not None:
             raise ConfigError(f"solver.steps={settings['steps']} makes no sense for the adaptive solver {solver.name}: "
                               f"set solver.rtol/atol, or pick a fixed-step solver (euler, midpoint, heun, rk4)")
         ODEBlock(torch.nn.Identity(), **settings)

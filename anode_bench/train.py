@@ -40,7 +40,7 @@ from .config import CONFIG_DIR, ConfigError, validate
 from .data import DataError
 from .distributed import Distributed, from_environment, shutdown, with_sync_batchnorm
 from .metrics import set_tf32, tf32_state
-from .ode import SOLVERS
+from .ode import SCHEMES
 from .run_state import Progress, StopRequest, git_revision, invocation_record, restore_state, save_record, save_state
 from .trainer import Stopped, Trainer
 
@@ -222,7 +222,7 @@ def check_distributed(cfg: DictConfig, run_dir: Path, context: Distributed) -> N
                           f"torchrun processes (each trains on batch_size / processes images)")
     if context.any(str(run_dir) != context.broadcast(str(run_dir))):
         raise ConfigError("the torchrun processes got different run directories; pass one with hydra.run.dir=DIR")
-    if trainer.sync_bn and getattr(SOLVERS.get(cfg.solver.name), "adaptive", False):
+    if trainer.sync_bn and SCHEMES[cfg.solver.name].adaptive:
         raise ConfigError(f"trainer.sync_bn=true cannot run the adaptive solver {cfg.solver.name}: each rank picks its "
                           f"own steps, so their BatchNorm all_reduces would not pair up; use a fixed-step solver or sync_bn=false")
     if not context.is_main:

@@ -1,25 +1,30 @@
 """Images/s and peak memory of a training step per gradient method and N_t, with the ratio to
 `direct` at the same N_t; and, where torchdiffeq is installed, the same ODE block through
-torchdiffeq's odeint / odeint_adjoint as the ratio anode-bench / torchdiffeq.
+torchdiffeq's odeint / odeint_adjoint as the ratio anode-bench / torchdiffeq. Each row also counts
+the aten ops of one training step (OpCounter: each is at least one kernel launch on a GPU) and
+splits them into f's own and the solver's (the rest: the network outside the ODE blocks, the loss
+and the optimizer); not under --compile.
 
     python scripts/bench_methods.py                                   # CPU, resnet_tiny at 32 channels
     python scripts/bench_methods.py --device cuda --model resnet18_aca --batch 128
     python scripts/bench_methods.py --device cuda --precision bf16 --channels-last --compile   # trainer.* speed options
 
-Targets (issue 8): anode and aca step time <= 1.4x direct's; aca activation memory at N_t = 8
-<= 0.3x direct's; each method at least as fast as its torchdiffeq counterpart.
+Targets: anode and aca step time <= 1.4x direct's; aca activation memory at N_t = 8 <= 0.3x
+direct's; each method at least as fast as its torchdiffeq counterpart.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+from collections import Counter
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from anode_bench.build import PRECISIONS, with_layout_and_compile
 from anode_bench.metrics import peak_memory_mib, timed_ms
 from anode_bench.models import build_model
-from anode_bench.ode import GRAD_METHODS, odeint
-from anode_bench.build import PRECISIONS, with_layout_and_compile
+from anode_bench.ode import GRAD_METHODS, ODEBlock, odeint
 
 
 def step_fn(model, images, labels, optimizer, precision):
@@ -30,6 +35,91 @@ def step_fn(model, images, labels, optimizer, precision):
         loss.backward()
         optimizer.step()
     return step
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten ops one training step dispatches (below autograd: each is at least one kernel
+    launch on a GPU), split by who asked for them:
+
+    - `f`: inside an ODE block's f (forward, recompute), or in backward an autograd node that an
+      evaluation of f created (its convolutions', BatchNorms' and ReLUs' backward);
+    - `solver`: the rest of an ODE block (stage combinations, error norms, the gradient method's
+      bookkeeping), in forward and in backward;
+    - `rest`: the network outside the ODE blocks, the loss and the optimizer.
+
+    Who created a backward node is read from autograd's sequence numbers: nodes are numbered in
+    creation order per thread, so the nodes of one evaluation of f are those numbered between the
+    probes taken as it starts and ends. The probes themselves are not counted.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.counts: Counter = Counter()  # (part, op name) -> calls
+        self.spans = {"f": [], "solver": []}  # (first, last) sequence numbers of the nodes each created
+        self.depth = {"f": 0, "solver": 0}
+        self.paused = 0
+        self.probe = torch.zeros((), requires_grad=True)
+        self.handles = []
+        for block in (m for m in model.modules() if isinstance(m, ODEBlock)):
+            self.watch(block.func, "f")
+            self.watch(block, "solver")
+
+    def sequence_number(self) -> int:
+        self.paused += 1
+        with torch.enable_grad():
+            number = (self.probe * 1).grad_fn._sequence_nr()
+        self.paused -= 1
+        return number
+
+    def watch(self, module, part):
+        starts = []
+
+        def enter(*_):
+            self.depth[part] += 1
+            starts.append(self.sequence_number())
+
+        def leave(_module, _inputs, output):
+            self.depth[part] -= 1
+            self.spans[part].append((starts.pop(), self.sequence_number()))
+            if part == "solver" and output.grad_fn is not None:  # a checkpointing method's own backward
+                output.grad_fn.register_prehook(lambda grads: enter())
+                output.grad_fn.register_hook(lambda grads_in, grads_out: self.depth.__setitem__(part, self.depth[part] - 1))
+
+        self.handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+
+    def part(self) -> str:
+        node = torch._C._current_autograd_node()
+        number = None if node is None else node._sequence_nr()
+        for part in ("f", "solver"):
+            if self.depth[part] or (number is not None and any(a < number < b for a, b in self.spans[part])):
+                return part
+        return "rest"
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.paused:
+            self.counts[self.part(), func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+    def totals(self) -> dict[str, int]:
+        out = Counter()
+        for (part, _), calls in self.counts.items():
+            out[part] += calls
+        return {"total": sum(out.values()), **{part: out[part] for part in ("f", "solver", "rest")}}
+
+    def close(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def count_ops(step, model) -> OpCounter:
+    """The ops of one call of `step()` (a training step of `model`), by part (OpCounter)."""
+    counter = OpCounter(model)
+    try:
+        with counter:
+            step()
+    finally:
+        counter.close()
+    return counter
 
 
 def measure(step, device, repeats, warmup):
@@ -43,8 +133,9 @@ def measure(step, device, repeats, warmup):
 def bench_models(args, device):
     options = [f"precision {args.precision}"] + ["channels_last"] * args.channels_last + ["compile"] * args.compile
     print(f"### {args.model}, batch {args.batch}, solver {args.solver}, {device}, {', '.join(options)}\n")
-    print("| N_t | grad | img/s | time / direct | activation MiB | memory / direct | NFE fwd | NFE bwd |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| N_t | grad | img/s | time / direct | activation MiB | memory / direct | NFE fwd | NFE bwd "
+          "| aten ops/step | f's | solver's | solver / f |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     images = torch.randn(args.batch, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
     labels = torch.randint(0, 10, (args.batch,), device=device)
@@ -52,16 +143,21 @@ def bench_models(args, device):
         baseline = None
         for grad in args.grads:
             torch.manual_seed(0)
-            model = build_model(args.model, 10, dict(solver=args.solver, steps=steps, grad=grad, check_finite=False),
-                                **args.arch).to(device)
+            ode = dict(solver=args.solver, steps=steps, grad=grad, check_finite=False, rtol=args.rtol, atol=args.rtol)
+            model = build_model(args.model, 10, ode, **args.arch).to(device)
             model = with_layout_and_compile(model, memory_format, args.compile)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
             step = step_fn(model, images, labels, optimizer, args.precision)
             memory, time_ms = measure(step, device, args.repeats, warmup=3 if args.compile else 1)
             baseline = baseline or (memory, time_ms)
             nfe = model.nfe()
+            if args.compile:  # counting dispatches under dynamo would count (and recompile) another program
+                ops = "— | — | — | —"
+            else:
+                parts = count_ops(step, model).totals()
+                ops = f"{parts['total']:,} | {parts['f']:,} | {parts['solver']:,} | {parts['solver'] / max(parts['f'], 1):.2f}"
             print(f"| {steps} | {grad} | {args.batch / time_ms * 1e3:,.0f} | {time_ms / baseline[1]:.2f} | {memory:.1f} "
-                  f"| {memory / baseline[0]:.2f} | {nfe['forward']} | {nfe['backward']} |")
+                  f"| {memory / baseline[0]:.2f} | {nfe['forward']} | {nfe['backward']} | {ops} |")
 
 
 def bench_torchdiffeq(args, device):
@@ -98,7 +194,8 @@ def main():
     parser.add_argument("--widths", default="32,64,128,256", help="stage widths for the model ('' keeps the preset's)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--solver", default="rk4")
-    parser.add_argument("--steps", default="1,2,4,8")
+    parser.add_argument("--steps", default="1,2,4,8", help="N_t values (an adaptive solver: one row per grad, any one value)")
+    parser.add_argument("--rtol", type=float, default=1e-3, help="an adaptive solver's rtol = atol")
     parser.add_argument("--grads", default="direct,adjoint,anode,aca", help=f"from {', '.join(GRAD_METHODS)}; the first is the baseline")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast, as trainer.precision=bf16")

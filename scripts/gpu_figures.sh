@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# Every figure issue 8 (and issue 7's GPU-hour budgets) asks of a GPU, in one command, into one file:
+# The GPU figures, in one command, into one file (each part printed as it runs and appended as it goes):
 #   scripts/gpu_figures.sh                        # every part, into outputs/gpu_figures/<date>_<time>/
 #   OUT_DIR=DIR scripts/gpu_figures.sh bench      # some parts, added to DIR/figures.md
+#   scripts/gpu_figures.sh tests gradcheck bench profile   # the call sized for one H200 command (< 8 min)
 # PARTs (default: all, in this order; one call per part fits a machine with a per-command time limit):
 #   tests      the gpu-marked tests: every method's fixed-step forward and backward without a host sync
-#   gradcheck  scripts/gradcheck_ode.py on CUDA: every method against the float64 reference
-#   bench      scripts/bench_methods.py, resnet18_aca batch 128, N_t 1 and 8: fp32 (and torchdiffeq), bf16,
-#              bf16 + channels_last, bf16 + channels_last + compile
+#   gradcheck  scripts/gradcheck_ode.py (one block) and anode-gradcheck (resnet_tiny, every method, with its
+#              columns) on CUDA, against the float64 reference
+#   bench      scripts/bench_methods.py, resnet18_aca batch 128, N_t 1 and 8: fp32 (and torchdiffeq),
+#              bf16 + channels_last (ops per step by part in every row)
+#   compile    the same, bf16 alone and bf16 + channels_last + compile (minutes of compilation)
+#   profile    scripts/profile_step.py: torch.profiler over 20 training steps of experiment=aca_cifar10 and of
+#              experiment=anode_cifar10 on synthetic images: GPU-busy fraction, kernel against host time,
+#              host syncs per step, the top kernels
 #   loader     scripts/bench_loader.py: the device-resident loader against a training step
 #   budgets    100 training steps of each paper comparison (synthetic CIFAR-shaped images) and
 #              scripts/gpu_hour.py: minutes per CIFAR epoch and epochs per GPU-hour, per method
+# SIZE=tiny shrinks every part to seconds (a dry run: DEVICE=cpu SIZE=tiny scripts/gpu_figures.sh ...); the
+# figures are only those of the full sizes.
 # Each part's output goes into OUT_DIR/figures.md under the command that produced it; the budget runs
 # stay in OUT_DIR/runs/. A part already recorded in OUT_DIR is refused (nothing is overwritten); a
 # failing part is recorded with its exit code and the rest still run. It uses the first visible GPU
 # (CUDA_VISIBLE_DEVICES picks another); DEVICE=cpu runs the same commands on the CPU (slow).
 set -uo pipefail
-parts_all=(tests gradcheck bench loader budgets)
+parts_all=(tests gradcheck bench compile profile loader budgets)
 parts=("$@")
 [[ ${#parts[@]} -eq 0 ]] && parts=("${parts_all[@]}")
 for part in "${parts[@]}"; do
@@ -25,6 +33,11 @@ for part in "${parts[@]}"; do
     fi
 done
 device=${DEVICE:-cuda}
+size=${SIZE:-full}
+if [[ ${size} != full && ${size} != tiny ]]; then
+    echo "gpu_figures.sh: SIZE=${size} unknown; choose full (the figures) or tiny (a dry run)" >&2
+    exit 2
+fi
 if [[ ${device} == cuda* ]] && ! python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
     echo "gpu_figures.sh: torch sees no CUDA device; run it on a GPU machine (or DEVICE=cpu)" >&2
     exit 2
@@ -59,6 +72,22 @@ record() {  # record TITLE COMMAND...: run it, its output under a heading with t
 
 [[ -e ${figures} ]] || echo "# GPU figures" >"${figures}"
 bench=(python scripts/bench_methods.py --device "${device}" --model resnet18_aca --widths '' --batch 128 --steps 1,8)
+gradcheck=(anode-gradcheck "trainer.device=${device%%:*}" "hydra.run.dir=${out}/gradcheck")
+profile=(python scripts/profile_step.py --device "${device}")
+gradcheck_ode=(python scripts/gradcheck_ode.py --device "${device}")
+layout=(--channels-last)
+if [[ ${size} == tiny ]]; then
+    bench=(python scripts/bench_methods.py --device "${device}" --model resnet_tiny --widths 4,4,4,4 --batch 2 --steps 1
+           --repeats 1)
+    gradcheck+=(dataset.train_size=16 dataset.test_size=8 gradcheck.batch_size=4 gradcheck.repeats=1
+                "gradcheck.solvers=[euler,alf]" "gradcheck.steps=[1]" "gradcheck.grads=[direct,aca,mali]")
+    profile+=(--batch 2 --steps 2 --warmup 1 --top 3)
+    gradcheck_ode+=(--solvers euler --steps 1 --batch 2 --channels 4 --size 8 --repeats 1)
+fi
+[[ ${device} == cuda* ]] || layout=()  # channels_last is a CUDA option
+profile_model() {  # the experiment's model, or its tiny counterpart for SIZE=tiny
+    [[ ${size} == tiny ]] && { [[ $1 == aca_cifar10 ]] && echo model=resnet_tiny || echo model=sqnxt_tiny; }
+}
 for part in "${parts[@]}"; do
     {
         printf '<!-- part %s -->\n## %s, %s, git %s\n\n' "${part}" "${part}" "$(date '+%Y-%m-%d %H:%M')" \
@@ -67,12 +96,22 @@ for part in "${parts[@]}"; do
     } >>"${figures}"
     case ${part} in
     tests) record "gpu-marked tests" python -m pytest -q -m gpu tests ;;
-    gradcheck) record "one block against the float64 reference" python scripts/gradcheck_ode.py --device "${device}" ;;
+    gradcheck)
+        record "one block against the float64 reference" "${gradcheck_ode[@]}"
+        record "anode-gradcheck" "${gradcheck[@]}"
+        ;;
     bench)
         record "methods, fp32" "${bench[@]}"
+        record "methods, bf16 + channels_last" "${bench[@]}" --precision bf16 "${layout[@]}" --skip-torchdiffeq
+        ;;
+    compile)
         record "methods, bf16" "${bench[@]}" --precision bf16 --skip-torchdiffeq
-        record "methods, bf16 + channels_last" "${bench[@]}" --precision bf16 --channels-last --skip-torchdiffeq
-        record "methods, bf16 + channels_last + compile" "${bench[@]}" --precision bf16 --channels-last --compile --skip-torchdiffeq
+        record "methods, bf16 + channels_last + compile" "${bench[@]}" --precision bf16 "${layout[@]}" --compile --skip-torchdiffeq
+        ;;
+    profile)
+        for experiment in aca_cifar10 anode_cifar10; do
+            record "profile, ${experiment}" "${profile[@]}" "experiment=${experiment}" dataset=synthetic $(profile_model "${experiment}")
+        done
         ;;
     loader) record "loader" python scripts/bench_loader.py --device "${device}" --model resnet18_aca --batch 128 ;;
     budgets)

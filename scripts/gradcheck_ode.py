@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from anode_bench.metrics import peak_memory_mib, timed_ms
-from anode_bench.ode import GRAD_METHODS, SOLVERS, make_plan, odeint
-from anode_bench.ode.tableaus import get_tableau
+from anode_bench.ode import GRAD_METHODS, SCHEMES, get_scheme, make_plan, odeint
 
 
 class ResidualBranch(nn.Module):
@@ -70,7 +69,7 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=16, help="image height and width")
     parser.add_argument("--steps", default="1,2,4,8", help="N_t values for fixed solvers")
-    parser.add_argument("--solvers", default="euler,rk4,heun_euler", help=f"from {', '.join(SOLVERS)}, alf")
+    parser.add_argument("--solvers", default="euler,rk4,heun_euler", help=f"from {', '.join(SCHEMES)}")
     parser.add_argument("--rtol", type=float, default=1e-2, help="adaptive solvers (atol = rtol), the ACA paper's 1e-2")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--device", default="cpu")
@@ -89,7 +88,7 @@ def main():
     print("| solver | N_t / rtol | grad | rel. error | NFE fwd | NFE bwd | peak MiB | time ms |")
     print("|---|---|---|---|---|---|---|---|")
     for solver in args.solvers.split(","):
-        settings = [dict(rtol=args.rtol, atol=args.rtol)] if get_tableau(solver).adaptive else [
+        settings = [dict(rtol=args.rtol, atol=args.rtol)] if get_scheme(solver).adaptive else [
             dict(steps=int(s)) for s in args.steps.split(",")
         ]
         for setting in settings:

@@ -24,7 +24,7 @@ from anode_bench.metrics import gradient_error
 from anode_bench.models.registry import build_model
 from anode_bench.ode import GRAD_METHODS, SOLVERS, odeint
 from anode_bench.ode import adjoint as adjoint_module
-from anode_bench.ode.stepping import _factor_tensor, step_factor
+from anode_bench.ode.controller import _factor_tensor, step_factor
 
 FIXED = [name for name, tab in SOLVERS.items() if not tab.adaptive]
 ADAPTIVE = [name for name, tab in SOLVERS.items() if tab.adaptive]

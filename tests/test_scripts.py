@@ -27,8 +27,11 @@ def test_bench_methods_prints_one_row_per_method_and_steps_with_the_first_as_bas
     for steps in (1, 2):
         assert cells[steps, "direct"][1] == cells[steps, "direct"][3] == "1.00"  # time and memory ratios to itself
         nfe = 4 * steps * 4  # rk4: 4 stages per step, 4 ODE blocks
-        assert [cells[steps, grad][4:] for grad in ("direct", "aca", "adjoint")] == [
+        assert [cells[steps, grad][4:6] for grad in ("direct", "aca", "adjoint")] == [
             [str(nfe), "0"], [str(nfe), str(nfe)], [str(nfe), str(nfe)]]
+        for grad in ("direct", "aca", "adjoint"):  # aten ops per step: total, f's, solver's, their ratio
+            total, f, solver = (int(c.replace(",", "")) for c in cells[steps, grad][6:9])
+            assert 0 < solver < total and 0 < f < total and cells[steps, grad][9] == f"{solver / f:.2f}"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -110,8 +113,8 @@ def test_gpu_figures_records_each_part_under_its_command_and_never_twice(tmp_pat
 def test_gpu_figures_refuses_an_unknown_part_in_one_line_before_running_anything(tmp_path):
     result = gpu_figures("tset", cwd=tmp_path, DEVICE="cpu", OUT_DIR="figs")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("gpu_figures.sh: unknown part 'tset'; choose from tests gradcheck bench loader "
-                                     "budgets (the output directory is OUT_DIR=...)")
+    assert result.stderr.strip() == ("gpu_figures.sh: unknown part 'tset'; choose from tests gradcheck bench compile "
+                                     "profile loader budgets (the output directory is OUT_DIR=...)")
     assert not (tmp_path / "figs").exists()
 
 
@@ -120,4 +123,32 @@ def test_gpu_figures_refuses_to_record_gpu_figures_without_a_gpu(tmp_path):
     result = gpu_figures("tests", cwd=tmp_path, OUT_DIR="figs")
     assert result.returncode == 2
     assert result.stderr.strip() == "gpu_figures.sh: torch sees no CUDA device; run it on a GPU machine (or DEVICE=cpu)"
+    assert not (tmp_path / "figs").exists()
+
+
+def test_gpu_figures_dry_runs_the_prepared_device_call_on_the_cpu(tmp_path):
+    """The prepared call's parts after the gpu-marked tests (run above) with DEVICE=cpu SIZE=tiny: every command
+    they record still runs and prints what the README reads from it, so the one device call cannot rot."""
+    result = gpu_figures("gradcheck", "bench", "profile", cwd=tmp_path, DEVICE="cpu", SIZE="tiny", OUT_DIR="figs")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = (tmp_path / "figs" / "figures.md").read_text()
+    assert [line for line in figures.splitlines() if line.startswith("<!-- part")] == [
+        "<!-- part gradcheck -->", "<!-- part bench -->", "<!-- part profile -->"]
+    assert figures.count("(exit 0)") == 6 and "(exit 1)" not in figures  # 2 records per part
+    table = (tmp_path / "figs" / "gradcheck" / "gradcheck.md").read_text()
+    assert "| alf | 1 | 1 | mali |" in table and "| euler | 1 | 1 | aca |" in table and "| euler | 1 | 1 | mali |" not in table
+    assert "### resnet_tiny, batch 2, solver rk4, cpu, precision bf16" in figures
+    for header in ("### resnet_tiny, heun_euler rtol 0.01, grad aca, batch 2, fp32, cpu, 2 steps",
+                   "### sqnxt_tiny, euler N_t 2, grad anode, batch 2, fp32, cpu, 2 steps"):
+        profile = figures.split(header)[1].split("(exit 0)")[0]
+        for line in ("- wall: ", "- GPU busy: ", "- host, in top-level aten ops: ", "- host syncs: ", "top ops over 2 steps",
+                     "aten ops in one step (dispatch level): "):
+            assert "\n" + line in profile, (header, line)
+    assert "== profile, anode_cifar10: python scripts/profile_step.py --device cpu" in result.stdout  # printed as it goes
+
+
+def test_gpu_figures_refuses_an_unknown_size_in_one_line(tmp_path):
+    result = gpu_figures("tests", cwd=tmp_path, DEVICE="cpu", SIZE="small", OUT_DIR="figs")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "gpu_figures.sh: SIZE=small unknown; choose full (the figures) or tiny (a dry run)"
     assert not (tmp_path / "figs").exists()

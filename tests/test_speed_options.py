@@ -60,3 +60,47 @@ def test_channels_last_on_the_cpu_is_refused_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("anode-train: trainer.channels_last=true is a CUDA option")
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def load_bench_methods():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "scripts" / "bench_methods.py"
+    spec = importlib.util.spec_from_file_location("bench_methods", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# (grad, solver, N_t or None for rtol 1e-2, bound on the solver's aten ops per f's). The op count does not
+# depend on width or batch. Fixed grids: at most 0.3 for the methods that step z alone (seen on
+# resnet_tiny: direct 0.20, anode 0.23, aca 0.26, revolve 0.27, symplectic 0.29 at rk4 N_t = 2; 0.44 for
+# aca before the stage combinations were one fused op per term). The adjoint methods concatenate and
+# split their flat reverse state at every evaluation, alf carries v, and adaptive solves pay the error
+# norm at every attempt: bounds just above what they read now (seen 0.78, 1.04, 0.53, 0.47), so a change
+# that adds ops to the loop fails here.
+OPS_BOUNDS = [
+    ("direct", "rk4", 2, 0.3), ("anode", "rk4", 2, 0.3), ("aca", "rk4", 2, 0.3), ("revolve", "rk4", 2, 0.3),
+    ("symplectic", "rk4", 2, 0.3), ("anode", "euler", 2, 0.3), ("direct", "euler", 1, 0.3),
+    ("adjoint", "rk4", 2, 0.85), ("interpolated", "rk4", 2, 1.1), ("mali", "alf", 2, 0.6), ("aca", "heun_euler", None, 0.55),
+]
+
+
+@pytest.mark.parametrize("grad, solver, steps, bound", OPS_BOUNDS, ids=[f"{g}-{s}-{n}" for g, s, n, _ in OPS_BOUNDS])
+def test_the_solver_adds_few_ops_to_fs_own_per_training_step(grad, solver, steps, bound):
+    """Counted at the dispatcher (bench_methods.OpCounter), one training step of resnet_tiny: each op is
+    at least one kernel launch on a GPU, so these counts bound the host time of a step there."""
+    from anode_bench.models import build_model
+
+    bench = load_bench_methods()
+    torch.manual_seed(0)
+    solve = {"steps": steps} if steps else {"rtol": 1e-2, "atol": 1e-2}
+    model = build_model("resnet_tiny", 10, dict(solver=solver, grad=grad, check_finite=False, **solve))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    step = bench.step_fn(model, torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,)), optimizer, "fp32")
+    step()  # optimizer state exists from here on
+    parts = bench.count_ops(step, model).totals()
+    assert parts["total"] == parts["f"] + parts["solver"] + parts["rest"]
+    assert parts["f"] > 0 and parts["rest"] > 0
+    assert parts["solver"] <= bound * parts["f"], parts

@@ -2,6 +2,7 @@
 from .block import ODEBlock
 from .method import SolveInfo
 from .odeint import GRAD_METHODS, make_plan, odeint, solve, uniform_grid
+from .schemes import SCHEMES, get_scheme
 from .stepping import MaxStepsError, NonFiniteStateError, SolvePlan
 from .tableaus import SOLVERS, Tableau
 
@@ -10,10 +11,12 @@ __all__ = [
     "MaxStepsError",
     "NonFiniteStateError",
     "ODEBlock",
+    "SCHEMES",
     "SOLVERS",
     "SolveInfo",
     "SolvePlan",
     "Tableau",
+    "get_scheme",
     "make_plan",
     "odeint",
     "solve",

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from .method import CheckpointMethod, vjp
-from .stepping import restore_rng, rk_step
+from .method import CheckpointMethod, accumulate, vjp
+from .rk import rk_step
+from .stepping import restore_rng
 
 
 class ACA(CheckpointMethod):
@@ -29,6 +30,5 @@ class ACA(CheckpointMethod):
             z = trajectory.states[i].detach().requires_grad_()
             z_next, _, _ = rk_step(func, plan.tableau, ts[i], ts[i + 1] - ts[i], z)
             adj, *step_grads = vjp(z_next, (z, *params), adj)
-            for total, step_grad in zip(grad_params, step_grads):
-                total.add_(step_grad)
+            accumulate(grad_params, step_grads)
         return adj, grad_params

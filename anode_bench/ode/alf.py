@@ -19,6 +19,7 @@ NFE: N + 1 for N steps (one per step, plus v_0). Fixed grids only (steps = N_t o
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -26,12 +27,31 @@ import torch
 
 @dataclass(frozen=True)
 class Leapfrog:
-    """The ALF scheme as solver data (the counterpart of a Tableau); `eta` is the damping η."""
+    """The ALF scheme (schemes.py), the counterpart of a Tableau; `eta` is the damping η. It carries
+    the velocity v beside z: `start` gives v_0, `step` and `inverse` map (z, v) forward and back."""
 
     name: str = "alf"
     order: int = 2
     eta: float = 1.0
-    adaptive: bool = False
+    adaptive: bool = False  # no error estimate: grids only
+    runge_kutta = False  # the state is (z, v), not z through Butcher stages
+    invertible = True  # `inverse` undoes `step` in closed form (what mali needs)
+
+    def configured(self, eta: float = 1.0) -> "Leapfrog":
+        """The scheme with damping eta, checked."""
+        return dataclasses.replace(self, eta=eta).check()
+
+    def start(self, func, t0, z):
+        return alf_start(func, t0, z)
+
+    def step(self, func, t, dt, z, carry):
+        """(z_next, v_next, [u]) of one ALF step from (t, z, v = carry)."""
+        z_next, v_next = alf_step(func, self, t, dt, z, carry)
+        return z_next, v_next, None
+
+    def inverse(self, func, t, dt, z_next, carry_next):
+        """(z, v) with step(t, dt, z, v) = (z_next, v_next, _), up to rounding."""
+        return alf_inverse(func, self, t, dt, z_next, carry_next)
 
     def check(self) -> "Leapfrog":
         eta = self.eta
@@ -53,16 +73,17 @@ def alf_start(func, t0, z):
 
 
 def alf_step(func, scheme: Leapfrog, t, h, z, v):
-    """(z_next, v_next) of one ALF step from (t, z, v); one evaluation of f."""
-    z_half = z + (h / 2) * v
+    """(z_next, v_next) of one ALF step from (t, z, v); one evaluation of f. Four ops besides f
+    (each a fused multiply-add, torch.add with alpha)."""
+    z_half = torch.add(z, v, alpha=h / 2)
     u = func(t + h / 2, z_half)
-    v_next = v + (2 * scheme.eta) * (u - v)
-    return z_half + (h / 2) * v_next, v_next
+    v_next = torch.add(v, u - v, alpha=2 * scheme.eta)
+    return torch.add(z_half, v_next, alpha=h / 2), v_next
 
 
 def alf_inverse(func, scheme: Leapfrog, t, h, z_next, v_next):
     """(z, v) with alf_step(t, h, z, v) = (z_next, v_next), up to rounding; one evaluation of f."""
-    z_half = z_next - (h / 2) * v_next
+    z_half = torch.add(z_next, v_next, alpha=-h / 2)
     u = func(t + h / 2, z_half)
-    v = (v_next - (2 * scheme.eta) * u) / (1 - 2 * scheme.eta)
-    return z_half - (h / 2) * v, v
+    v = torch.add(v_next, u, alpha=-2 * scheme.eta) / (1 - 2 * scheme.eta)
+    return torch.add(z_half, v, alpha=-h / 2), v

@@ -6,7 +6,7 @@ from torch import nn
 
 from .method import SolveInfo
 from .odeint import get_grad_method, make_plan, solve
-from .tableaus import get_tableau
+from .schemes import get_scheme
 
 
 class ODEBlock(nn.Module):
@@ -64,7 +64,7 @@ class ODEBlock(nn.Module):
         settings["grad_options"] = dict(settings.get("grad_options") or {})
         method = get_grad_method(settings["grad"], settings["grad_options"])
         plan_args = {k: v for k, v in settings.items() if k not in ("grad", "grad_options")}
-        if plan_args["grid"] is not None or get_tableau(settings["solver"]).adaptive:
+        if plan_args["grid"] is not None or get_scheme(settings["solver"]).adaptive:
             plan_args["steps"] = None
         plan = make_plan(**plan_args)
         method.check_plan(plan)

@@ -38,7 +38,8 @@ import torch
 
 from .adjoint import Adjoint, reverse_dtype, solve_backwards
 from .method import unobserved
-from .stepping import combine, integrate
+from .rk import combine
+from .stepping import integrate
 
 
 def chebyshev_lobatto(t0: float, t1: float, nodes: int) -> list[float]:

@@ -1,6 +1,6 @@
 """`mali`, the Memory-efficient ALF Integrator (Zhuang, Dvornek, Tatikonda & Duncan, ICLR 2021).
 
-Runs with solver `alf` only (alf.py): the forward keeps nothing of the trajectory but the end
+Runs with an invertible scheme, solver `alf` (alf.py): the forward keeps nothing of the trajectory but the end
 pair (z_N, v_N) (and the RNG state of each step, a few KiB, for stochastic layers). Backward,
 for n = N-1 .. 1: rebuild (z_n, v_n) from (z_{n+1}, v_{n+1}) with the closed-form inverse of
 the ALF step (one graph-free evaluation), rebuild step n from (z_n, v_n) with a graph and
@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .alf import Leapfrog, alf_inverse, alf_start, alf_step
-from .method import CheckpointMethod, vjp
+from .method import CheckpointMethod, accumulate, vjp
 from .stepping import restore_rng
 
 
@@ -25,34 +24,32 @@ class Mali(CheckpointMethod):
     record_rng = True
 
     def check_plan(self, plan):
-        if not isinstance(plan.tableau, Leapfrog):
+        if not plan.tableau.invertible:
             raise ValueError(
                 f"grad 'mali' inverts the asynchronous leapfrog step: it needs solver alf, not {plan.tableau.name!r}"
             )
 
     def backward(self, func, params, plan, trajectory, z0, z1, grad_z1, info):
         ts, scheme, device = trajectory.ts, plan.tableau, z0.device
-        rng = trajectory.rng_states  # [before v_0, at the start of step 0, 1, ...]
+        rng = trajectory.rng_states  # [before v_0, at the start of step 1, 2, ...]
         grad_params = [torch.zeros_like(p) for p in params]
         adj_z, adj_v = grad_z1, torch.zeros_like(grad_z1)
-        z, v = z1.detach(), trajectory.velocity
+        z, v = z1.detach(), trajectory.carry
         for n in reversed(range(1, len(ts) - 1)):
             h = ts[n + 1] - ts[n]
-            restore_rng(rng[n + 1], device)
+            restore_rng(rng[n], device)
             with torch.no_grad():
-                z, v = alf_inverse(func, scheme, ts[n], h, z, v)
-            restore_rng(rng[n + 1], device)
+                z, v = scheme.inverse(func, ts[n], h, z, v)
+            restore_rng(rng[n], device)
             z_in, v_in = z.requires_grad_(), v.requires_grad_()
-            z_out, v_out = alf_step(func, scheme, ts[n], h, z_in, v_in)
+            z_out, v_out, _ = scheme.step(func, ts[n], h, z_in, v_in)
             adj_z, adj_v, *step_grads = vjp((z_out, v_out), (z_in, v_in, *params), (adj_z, adj_v))
-            for total, step_grad in zip(grad_params, step_grads):
-                total.add_(step_grad)
+            accumulate(grad_params, step_grads)
             z, v = z.detach(), v.detach()
         restore_rng(rng[0], device)
         z_in = z0.detach().requires_grad_()
-        v_in = alf_start(func, ts[0], z_in)
-        z_out, v_out = alf_step(func, scheme, ts[0], ts[1] - ts[0], z_in, v_in)
+        v_in = scheme.start(func, ts[0], z_in)
+        z_out, v_out, _ = scheme.step(func, ts[0], ts[1] - ts[0], z_in, v_in)
         grad_z0, *step_grads = vjp((z_out, v_out), (z_in, *params), (adj_z, adj_v))
-        for total, step_grad in zip(grad_params, step_grads):
-            total.add_(step_grad)
+        accumulate(grad_params, step_grads)
         return grad_z0, grad_params

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import torch
 
 from .stepping import SolvePlan, Trajectory, integrate
-from .tableaus import Tableau
 
 
 @dataclass
@@ -71,7 +70,7 @@ class GradMethod:
 
     name: str
     option_names: tuple[str, ...] = ()
-    runge_kutta_only = False  # steps a Butcher tableau itself (rk_step), so not solver alf
+    runge_kutta_only = False  # rebuilds Runge-Kutta stages itself (rk_step): needs a runge_kutta scheme
 
     def configured(self, **options) -> "GradMethod":
         unknown = sorted(set(options) - set(self.option_names))
@@ -89,7 +88,7 @@ class GradMethod:
 
     def check_plan(self, plan: SolvePlan) -> None:
         """Raise ValueError if this method cannot run `plan` (e.g. a solver it does not support)."""
-        if self.runge_kutta_only and not isinstance(plan.tableau, Tableau):
+        if self.runge_kutta_only and not plan.tableau.runge_kutta:
             raise ValueError(
                 f"grad {self.name!r} steps a Runge-Kutta tableau, not solver {plan.tableau.name!r}; "
                 f"use grad direct, adjoint, anode or mali with it"
@@ -174,15 +173,16 @@ def unobserved(func: CountedFunc, device: torch.device):
     """Evaluations of func that the network must not notice: its buffers (BatchNorm running
     statistics) are restored afterwards and the global RNG is left as it was."""
     buffers = list(func.func.buffers())
-    saved_buffers = [b.detach().clone() for b in buffers]
+    with torch.no_grad():
+        saved_buffers = [b.clone() for b in buffers]
     devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
             yield
     finally:
-        with torch.no_grad():
-            for buffer, saved in zip(buffers, saved_buffers):
-                buffer.copy_(saved)
+        if buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(buffers, saved_buffers)
 
 
 class _CheckpointedSolve(torch.autograd.Function):
@@ -194,7 +194,7 @@ class _CheckpointedSolve(torch.autograd.Function):
         ctx.rng_states = trajectory.rng_states
         ctx.ts = trajectory.ts
         ctx.autocast = autocast_state(z0.device.type)  # the backward re-enters it
-        ctx.velocity = trajectory.velocity  # alf only: computed here under no_grad, never an input or output
+        ctx.carry = trajectory.carry  # the scheme's carry at t1 (alf: v), made under no_grad: never an input or output
         if method.releases_states:  # held by ctx, not autograd, so backward can let each go; never z0 or z1
             ctx.states = trajectory.states
             ctx.save_for_backward(z0, z1)
@@ -210,7 +210,7 @@ class _CheckpointedSolve(torch.autograd.Function):
                 raise RuntimeError(f"grad {ctx.method.name!r} freed its checkpoints in an earlier backward through "
                                    f"this graph: backpropagate through it once (no retain_graph), or use grad 'aca'")
             states, ctx.states = ctx.states, None
-        trajectory = Trajectory(ts=ctx.ts, states=states, rng_states=ctx.rng_states, velocity=ctx.velocity)
+        trajectory = Trajectory(ts=ctx.ts, states=states, rng_states=ctx.rng_states, carry=ctx.carry)
         func, info = ctx.func, ctx.info
         calls_before = func.calls
         with torch.enable_grad(), autocast_as(ctx.autocast), unobserved(func, z0.device):
@@ -219,6 +219,12 @@ class _CheckpointedSolve(torch.autograd.Function):
             )
         info.nfe_backward += func.calls - calls_before
         return (grad_z0, None, None, None, None, *grad_params)
+
+
+def accumulate(totals: list[torch.Tensor], grads) -> None:
+    """totals[i] += grads[i] for every i, in one fused op (a step's parameter gradients into the sum)."""
+    if totals:
+        torch._foreach_add_(totals, list(grads))
 
 
 def vjp(outputs, inputs, grad_outputs):

@@ -10,12 +10,11 @@ Argument rules (each violation is one ValueError that names the allowed values):
   be None.
 - `alf` (asynchronous leapfrog, alf.py) is a fixed-step solver with a damping `eta` in (0, 1],
   eta != 0.5; eta is ignored by every other solver. It runs with grad direct, adjoint, anode and
-  mali; aca, revolve, symplectic and interpolated step a Runge-Kutta tableau and refuse it (as
-  mali refuses every solver but alf).
+  mali; aca, revolve, symplectic and interpolated rebuild Runge-Kutta stages and refuse it (as
+  mali refuses every scheme without a closed-form inverse step).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Sequence
 
@@ -23,16 +22,15 @@ import torch
 
 from .aca import ACA
 from .adjoint import Adjoint
-from .alf import Leapfrog
 from .anode import Anode
 from .direct import Direct
 from .interpolated import Interpolated
 from .mali import Mali
 from .method import CountedFunc, GradMethod, SolveInfo
 from .revolve import Revolve
+from .schemes import SCHEMES, get_scheme
 from .stepping import SolvePlan
 from .symplectic import Symplectic
-from .tableaus import SOLVERS, get_tableau
 
 GRAD_METHODS: dict[str, GradMethod] = {
     m.name: m for m in (Direct(), Adjoint(), Anode(), ACA(), Revolve(), Symplectic(), Mali(), Interpolated())
@@ -73,9 +71,7 @@ def make_plan(
     eta: float = 1.0,
 ) -> SolvePlan:
     """Validate the solver arguments and turn them into a SolvePlan."""
-    tableau = get_tableau(solver)
-    if isinstance(tableau, Leapfrog):
-        tableau = dataclasses.replace(tableau, eta=eta).check()
+    scheme = get_scheme(solver).configured(eta=eta)
     t0, t1 = float(t0), float(t1)
     if not (math.isfinite(t0) and math.isfinite(t1)) or t1 <= t0:
         raise ValueError(f"need finite t0 < t1, got t0={t0}, t1={t1}")
@@ -87,11 +83,11 @@ def make_plan(
             raise ValueError(f"grid must be a strictly increasing sequence of at least 2 times, got {grid}")
         if grid[0] != t0 or grid[-1] != t1:
             raise ValueError(f"grid must run from t0={t0} to t1={t1}, got {grid[0]} .. {grid[-1]}")
-    elif tableau.adaptive:
+    elif scheme.adaptive:
         if steps is not None:
             raise ValueError(
                 f"solver {solver!r} is adaptive: it takes rtol/atol, not steps={steps}; "
-                f"use a fixed-step solver ({', '.join(n for n, t in SOLVERS.items() if not t.adaptive)}) or a grid"
+                f"use a fixed-step solver ({', '.join(n for n, s in SCHEMES.items() if not s.adaptive)}) or a grid"
             )
     else:
         if steps is None:
@@ -99,12 +95,12 @@ def make_plan(
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         grid = uniform_grid(t0, t1, steps)
-    if tableau.adaptive and grid is None:
+    if scheme.adaptive and grid is None:
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
-    return SolvePlan(tableau, t0, t1, grid, float(rtol), float(atol), max_steps, check_finite)
+    return SolvePlan(scheme, t0, t1, grid, float(rtol), float(atol), max_steps, check_finite)
 
 
 def solve(

@@ -42,8 +42,9 @@ from math import comb
 
 import torch
 
-from .method import CheckpointMethod, vjp
-from .stepping import capture_rng, restore_rng, rk_step
+from .method import CheckpointMethod, accumulate, vjp
+from .rk import rk_step
+from .stepping import capture_rng, restore_rng
 
 
 def _beta(s: int, r: int) -> int:
@@ -131,8 +132,7 @@ class Revolve(CheckpointMethod):
             z = z.detach().requires_grad_()
             z_next, _, _ = rk_step(func, tableau, ts[n], ts[n + 1] - ts[n], z)
             adj, *step_grads = vjp(z_next, (z, *params), adj)
-            for total, step_grad in zip(grad_params, step_grads):
-                total.add_(step_grad)
+            accumulate(grad_params, step_grads)
             return adj
 
         def reverse(a, b, free, adj):

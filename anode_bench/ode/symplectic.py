@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import torch
 
-from .method import CheckpointMethod, vjp
-from .stepping import capture_rng, combine, restore_rng
+from .method import CheckpointMethod, accumulate, vjp
+from .rk import combine
+from .stepping import capture_rng, restore_rng
 
 
 class Symplectic(CheckpointMethod):
@@ -65,7 +66,6 @@ class Symplectic(CheckpointMethod):
                 x = combine(z, h, tableau.a[i], k[:i]).detach().requires_grad_()
                 restore_rng(stage_rng[i], z0.device)
                 ell[i], *stage_grads = vjp(func(t + tableau.c[i] * h, x), (x, *params), kappa)
-                for total, stage_grad in zip(grad_params, stage_grads):
-                    total.add_(stage_grad)
+                accumulate(grad_params, stage_grads)
             adj = adj + sum(ell)
         return adj, grad_params

@@ -1,4 +1,4 @@
-"""Butcher tableaus: every solver anode-bench knows is data, stepped by one engine (`stepping.py`).
+"""Butcher tableaus: the Runge-Kutta solvers are data, stepped by one function (`rk.rk_step`).
 
 An explicit s-stage Runge-Kutta step from (t, z) with step dt:
 
@@ -18,12 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .alf import ALF, Leapfrog
+from .rk import rk_step
 
 
 @dataclass(frozen=True)
 class Tableau:
-    """One Runge-Kutta method. Build it with `Tableau.make`, which checks the coefficients."""
+    """One Runge-Kutta method. Build it with `Tableau.make`, which checks the coefficients.
+
+    A scheme (schemes.py): the state is z alone (`start` carries nothing), a step is `rk_step`.
+    """
 
     name: str
     c: tuple[float, ...]
@@ -59,6 +62,28 @@ class Tableau:
             low_order=low_order,
             b_mid=None if b_mid is None else as_floats(b_mid),
         )
+
+    runge_kutta = True  # steps z alone through stages k_i that a method can rebuild (rk_step)
+    invertible = False  # no closed-form inverse step
+
+    def configured(self, eta: float = 1.0) -> "Tableau":
+        """The scheme with its options: a tableau has none (eta, alf's damping, does not apply)."""
+        return self
+
+    def start(self, func, t0, z):
+        """What the scheme carries beside z from t0 on: nothing, for a Runge-Kutta method."""
+        return None
+
+    def step(self, func, t, dt, z, carry=None):
+        """(z_next, None, stages k) of one step of the propagated (higher-order) solution."""
+        z_next, _, k = rk_step(func, self, t, dt, z)
+        return z_next, None, k
+
+    @property
+    def error_exponent(self) -> float:
+        """-1 / (q + 1), q the lower order of the embedded pair: the controller's step factor is
+        SAFETY * ratio ** error_exponent."""
+        return -1.0 / (min(self.order, self.low_order) + 1)
 
     @property
     def adaptive(self) -> bool:
@@ -137,15 +162,5 @@ DOPRI5 = Tableau.make(
     ],
 )
 
-# The Runge-Kutta solvers. `alf` (asynchronous leapfrog, for `mali`) is not a tableau: it lives in
-# alf.py, and get_tableau / make_plan know it too.
+# The Runge-Kutta solvers. Every solver, `alf` included, is in schemes.SCHEMES.
 SOLVERS: dict[str, Tableau] = {t.name: t for t in (EULER, MIDPOINT, HEUN, RK4, HEUN_EULER, BOSH3, DOPRI5)}
-
-
-def get_tableau(solver: str) -> Tableau | Leapfrog:
-    """The tableau of an RK solver, or the ALF scheme (with the default damping) for `alf`."""
-    if solver == ALF.name:
-        return ALF
-    if solver not in SOLVERS:
-        raise ValueError(f"solver {solver!r} unknown; choose from {', '.join(SOLVERS)}, {ALF.name}")
-    return SOLVERS[solver]

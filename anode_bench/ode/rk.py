@@ -1,0 +1,52 @@
+"""The explicit Runge-Kutta step of a Butcher tableau (tableaus.py), the one every RK solve and
+every method that rebuilds RK stages (aca, revolve, symplectic, interpolated) runs.
+
+From (t, z) with step dt:
+
+    k_i    = f(t + c_i dt, z + dt * sum_{j<i} a_ij k_j),   i = 1..s
+    z_next = z + dt * sum_i b_i k_i
+    err    = dt * sum_i (b_i - b_low_i) k_i                (embedded pairs only)
+
+Shapes: z and every k_i share one shape; t and dt are Python floats, or 0-d tensors when
+`direct` differentiates an adaptive controller.
+
+Each weighted sum costs one op per nonzero term (`combine`): on a GPU every op is at least one
+kernel launch, and a step's combinations are most of what the solver adds to f's own work.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def combine(z: torch.Tensor | None, dt, coeffs, k: list[torch.Tensor], dtype=None) -> torch.Tensor:
+    """z + dt * sum_j coeffs[j] k[j] (z None: the sum alone, summed in `dtype` if given: the error
+    estimate stays in the state's dtype when f returns bf16 under autocast), skipping zero coefficients.
+
+    A float dt: one fused multiply-add per term, torch.add(out, k_j, alpha=dt * coeffs[j]). A
+    tensor dt (in the autograd graph): the float-weighted sum first, then one multiply-add by dt.
+    """
+    terms = [(coeff, k_j) for coeff, k_j in zip(coeffs, k) if coeff != 0.0]
+    if not terms:
+        return z
+    if z is None and dtype is not None:
+        terms[0] = (terms[0][0], terms[0][1].to(dtype))
+    if isinstance(dt, torch.Tensor):
+        total = None
+        for coeff, k_j in terms:
+            total = torch.mul(k_j, coeff) if total is None else torch.add(total, k_j, alpha=coeff)
+        return total * dt if z is None else torch.addcmul(z, total, dt)
+    out = z
+    for coeff, k_j in terms:
+        out = torch.mul(k_j, dt * coeff) if out is None else torch.add(out, k_j, alpha=dt * coeff)
+    return out
+
+
+def rk_step(func, tableau, t, dt, z, k1=None, with_error=False):
+    """One explicit RK step. Returns (z_next, err or None, stages k). k1 = f(t, z) if already known."""
+    stages = tableau.stages if with_error else tableau.solution_stages
+    k = [func(t, z) if k1 is None else k1]
+    for i in range(1, stages):
+        k.append(func(t + tableau.c[i] * dt, combine(z, dt, tableau.a[i], k)))
+    z_next = combine(z, dt, tableau.b, k)
+    err = combine(None, dt, tableau.b_err, k, dtype=z.dtype) if with_error else None
+    return z_next, err, k
