@@ -25,7 +25,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from anode_bench.build import ode_settings
 from anode_bench.config import CONFIG_DIR, ConfigError, validate
 from anode_bench.metrics import gradient_error, set_tf32, tf32_state
 from anode_bench.models import build_model
@@ -96,7 +95,7 @@ def test_set_tf32_sets_both_switches_and_trainer_tf32_is_a_bool_off_by_default()
         assert compose(config_name="gradcheck").trainer.tf32 is False
         bad = compose(config_name="train", overrides=["trainer.tf32=sometimes"])
     with pytest.raises(ConfigError, match="^trainer.tf32: .*sometimes") as error:
-        validate(bad, ode_settings)
+        validate(bad)
     assert "\n" not in str(error.value)
 
 
