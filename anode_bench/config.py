@@ -131,7 +131,38 @@ class GradCheckConfig:
         _require(self.batch_size >= 2, f"grad_check.batch_size must be >= 2 (BatchNorm in train mode), got {self.batch_size}")
 
 
-SCHEMAS = {"dataset": DatasetConfig, "model": ModelConfig, "trainer": TrainerConfig, "grad_check": GradCheckConfig}
+@dataclass
+class GradcheckConfig:
+    """anode-gradcheck's own section: what to measure. A list left null takes the composed group's one value."""
+
+    grads: Optional[list[str]] = None
+    solvers: Optional[list[str]] = None
+    steps: Optional[list[int]] = None
+    rtols: Optional[list[float]] = None
+    references: list[str] = field(default_factory=lambda: ["discrete", "fine"])
+    batch_size: int = 32
+    split: str = "train"
+    repeats: int = 3
+
+    def __post_init__(self):
+        from .ode import GRAD_METHODS, SCHEMES
+
+        unknown = [g for g in self.grads or [] if g not in GRAD_METHODS]
+        _require(not unknown, f"gradcheck.grads {unknown} unknown; choose from {', '.join(GRAD_METHODS)}")
+        unknown = [s for s in self.solvers or [] if s not in SCHEMES]
+        _require(not unknown, f"gradcheck.solvers {unknown} unknown; choose from {', '.join(SCHEMES)}")
+        _require(all(n >= 1 for n in self.steps or []), f"gradcheck.steps must be N_t values >= 1, got {self.steps}")
+        _require(all(r > 0 for r in self.rtols or []), f"gradcheck.rtols must be > 0, got {self.rtols}")
+        bad = [r for r in self.references if r not in ("discrete", "fine")]
+        _require(not bad, f"gradcheck.references {bad} unknown; choose from discrete, fine")
+        _require(self.batch_size >= 2, f"gradcheck.batch_size must be >= 2 (BatchNorm in train mode), got {self.batch_size}")
+        _require(self.split in ("train", "test"), f"gradcheck.split {self.split!r} unknown; choose from train, test")
+        _require(self.repeats >= 1, f"gradcheck.repeats must be >= 1, got {self.repeats}")
+
+
+# One schema per config section; `gradcheck` exists in anode-gradcheck's config only.
+SCHEMAS = {"dataset": DatasetConfig, "model": ModelConfig, "trainer": TrainerConfig, "grad_check": GradCheckConfig,
+           "gradcheck": GradcheckConfig}
 
 
 def _one_line(error: Exception) -> str:
@@ -142,6 +173,8 @@ def _one_line(error: Exception) -> str:
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first bad group."""
     for group, schema in SCHEMAS.items():
+        if group not in cfg:
+            continue
         try:
             OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg[group]))
         except ConfigError:

@@ -13,8 +13,8 @@ initial weights) and one batch of real or synthetic images, every gradient metho
 - NFE forward, backward and rejected, summed over ODE blocks, and the accepted steps per block.
 
     anode-gradcheck                                    # resnet_tiny on synthetic images, about 2 min on 2 CPU cores
-    anode-gradcheck dataset=cifar10 dataset.path=../shared/data/cifar10_sample.npz
-    anode-gradcheck gradcheck.dtype=float64            # exact methods then agree with the reference to ~1e-15
+    anode-gradcheck dataset=cifar10 dataset.train_size=5000   # real images: the first 5,000 of torchvision's CIFAR-10
+    anode-gradcheck trainer.precision=fp64              # exact methods then agree with the reference to ~1e-15
 
 Writes gradcheck.md, gradcheck.csv and error.png, memory.png, time.png into its Hydra run dir
 (outputs/gradcheck/<date>/<time>/). The config groups are anode-train's, and data and model are
@@ -34,33 +34,29 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from .build import load_data, make_model, pick_device
+from .build import PRECISIONS, Precision, load_data, make_loader, make_model, pick_device
 from .config import CONFIG_DIR, ConfigError, validate
-from .data import DataError, DeviceLoader, channel_stats
+from .data import DataError
 from .metrics import gradient_error, peak_memory_mib, set_tf32, timed_ms
-from .ode import GRAD_METHODS, SCHEMES, MaxStepsError, NonFiniteStateError, ODEBlock
+from .ode import SCHEMES, MaxStepsError, NonFiniteStateError, ODEBlock
 from .run_state import invocation_record, save_record
 from .trainer import nfe_counts
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # ------------------------------------------------------------------ config -> data and model objects
 
 
-def first_batch(cfg: DictConfig, device: torch.device, dtype: torch.dtype):
+def first_batch(cfg: DictConfig, device: torch.device, precision: Precision):
     """The first gradcheck.batch_size images of the split, normalized with the training split's statistics, not augmented."""
     train_split, test_split = load_data(cfg)
     split = {"train": train_split, "test": test_split}[cfg.gradcheck.split]
     if len(split.labels) < cfg.gradcheck.batch_size:
         raise ConfigError(f"gradcheck.batch_size={cfg.gradcheck.batch_size} exceeds the {len(split.labels)} "
-                         f"{cfg.gradcheck.split} images")
-    mean, std = channel_stats(train_split)
-    loader = DeviceLoader(split, cfg.gradcheck.batch_size, device, mean=mean, std=std, augment=False, shuffle=False,
-                          drop_last=True, dtype=dtype)
-    return next(iter(loader))
+                          f"{cfg.gradcheck.split} images")
+    return next(iter(make_loader(split, train_split, cfg.gradcheck.batch_size, device, precision, train=False)))
 
 
 # ------------------------------------------------------------------------------------- measuring
@@ -73,19 +69,10 @@ def combinations(cfg: DictConfig) -> list[dict]:
     def listed(value, default):
         return list(value) if value is not None else [default]
 
-    grads = listed(check.grads, cfg.grad.name)
+    grads = listed(check.grads, cfg.grad.name)  # names checked by config.GradcheckConfig
     solvers = listed(check.solvers, cfg.solver.name)
     steps = listed(check.steps, cfg.solver.get("steps"))
     rtols = listed(check.rtols, cfg.solver.get("rtol"))
-    unknown = [s for s in solvers if s not in SCHEMES]
-    if unknown:
-        raise ConfigError(f"gradcheck.solvers {unknown} unknown; choose from {', '.join(SCHEMES)}")
-    unknown = [g for g in grads if g not in GRAD_METHODS]
-    if unknown:
-        raise ConfigError(f"gradcheck.grads {unknown} unknown; choose from {', '.join(GRAD_METHODS)}")
-    bad = [v for v in check.references if v not in ("discrete", "fine")]
-    if bad:
-        raise ConfigError(f"gradcheck.references {bad} unknown; choose from discrete, fine")
     out = []
     for solver in solvers:
         if SCHEMES[solver].adaptive:
@@ -111,8 +98,10 @@ def combinations(cfg: DictConfig) -> list[dict]:
     return runnable
 
 
-def measure(model, images, labels, combination: dict, cfg: DictConfig, device, references: dict) -> dict:
-    """Gradient error (each reference), memory, time and NFE of the model with `combination`'s solve settings.
+def measure(model, images, labels, combination: dict, cfg: DictConfig, device, precision: Precision,
+            references: dict) -> dict:
+    """Gradient error (each reference), memory, time and NFE of the model with `combination`'s solve
+    settings, every forward under the run's precision (bf16: autocast, as anode-train trains).
 
     `references`: gradient_error's cache, so that the methods sharing a grid share one float64 reference.
     """
@@ -121,13 +110,15 @@ def measure(model, images, labels, combination: dict, cfg: DictConfig, device, r
            "grad": combination["grad"]}
 
     def work():
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        with precision.autocast(device):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
         loss.backward()
 
     try:
         for reference in cfg.gradcheck.references:
-            errors = gradient_error(model, images, labels, reference=reference, fine_factor=cfg.grad_check.fine_factor,
-                                    cache=references)
+            with precision.autocast(device):  # the reference is float64 regardless
+                errors = gradient_error(model, images, labels, reference=reference,
+                                        fine_factor=cfg.grad_check.fine_factor, cache=references)
             for tag, value in errors.items():
                 row[f"{tag.split('/')[1]}_{reference}"] = value
         work()  # allocates the parameters' .grad, so memory counts the step itself
@@ -170,7 +161,7 @@ def markdown(rows: list[dict], cfg: DictConfig, header: dict) -> str:
         "# anode-gradcheck",
         "",
         f"{header['model']} ({header['parameters']:,} parameters, {header['blocks']} ODE blocks), "
-        f"{header['images']}, {cfg.gradcheck.dtype} on {header['device']}"
+        f"{header['images']}, {cfg.trainer.precision} on {header['device']}"
         f"{' (TF32 ' + ('on' if cfg.trainer.tf32 else 'off') + ')' if header['device'].startswith('cuda') else ''}. "
         "Reference: float64 `direct` backprop on the grid each block accepted (`discrete`) and rk4 at "
         f"{cfg.grad_check.fine_factor}x as many steps (`fine`). Rel. error = ‖g − g_ref‖ / ‖g_ref‖ over all "
@@ -284,18 +275,16 @@ def plots(out_dir: Path, rows: list[dict], references) -> dict:
 def gradcheck(cfg: DictConfig, out_dir: Path, command: str = "anode-gradcheck") -> list[dict]:
     """Measure every combination; write gradcheck.md, gradcheck.csv and the plots into out_dir; return the rows."""
     start = time.perf_counter()
-    if cfg.gradcheck.dtype not in DTYPES:
-        raise ConfigError(f"gradcheck.dtype {cfg.gradcheck.dtype!r} unknown; choose from {', '.join(DTYPES)}")
-    dtype, device = DTYPES[cfg.gradcheck.dtype], pick_device(cfg.trainer.device)
+    precision, device = PRECISIONS[cfg.trainer.precision], pick_device(cfg.trainer.device)
     set_tf32(cfg.trainer.tf32)  # float32 on CUDA as anode-train would run it; float64 never uses TF32
     todo = combinations(cfg)
     if cfg.trainer.seed is not None:
         torch.manual_seed(cfg.trainer.seed)
-    images, labels = first_batch(cfg, device, dtype)
-    model = make_model(cfg, device).to(dtype).train()
+    images, labels = first_batch(cfg, device, precision)
+    model = make_model(cfg, device).to(precision.dtype).train()
     rows, references = [], {}
     for i, combination in enumerate(todo):
-        rows.append(measure(model, images, labels, combination, cfg, device, references))
+        rows.append(measure(model, images, labels, combination, cfg, device, precision, references))
         row = rows[-1]
         log.info(f"[{i + 1}/{len(todo)}] {row['solver']} {setting(row)} {row['grad']}: "
                  f"error {fmt(row.get('rel_l2_' + cfg.gradcheck.references[0]) if cfg.gradcheck.references else None, '.2e')}, "
