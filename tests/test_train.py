@@ -118,3 +118,31 @@ def test_a_run_refuses_a_directory_that_already_holds_results(tmp_path):
     result = run_cli([*SMOKE, f"hydra.run.dir={run_dir}"], tmp_path)
     assert result.returncode != 0 and "already holds a run" in result.stderr
     assert (run_dir / "metrics.json").read_text() == '{"status": "completed"}'
+
+
+PROFILED = """
+import os, sys, warnings
+import torch
+from anode_bench.metrics import peak_memory_mib
+x = torch.randn(256, 256)
+def work():
+    global x
+    x = x @ x  # frees a block made before the profiler started: c10's "unknown size" line
+    os.write(2, b"native: a real warning\\n")
+    warnings.warn("python: a real warning")
+for _ in range(2):
+    print(peak_memory_mib(work))
+"""
+
+
+def test_cpu_memory_probe_drops_the_profilers_chatter_and_nothing_else(tmp_path):
+    """A healthy CPU probe prints no `USDT ... profiler_start`, `gpuGetDeviceCount failed` or
+    `Memory block of unknown size`; what else reaches fd 2 in the window still arrives, in order."""
+    result = subprocess.run([sys.executable, "-c", PROFILED], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert [line for line in lines if "a real warning" not in line and not line.startswith("  ")] == []
+    assert sum("native: a real warning" in line for line in lines) == 2
+    assert any("UserWarning: python: a real warning" in line for line in lines)
+    assert all(float(peak) > 0.2 for peak in result.stdout.split())  # the 256x256 float32 product: 0.25 MiB
