@@ -15,6 +15,8 @@ import json
 import logging
 import math
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,12 +26,14 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, checkpoint_dir, load_checkpoint, save_checkpoint
-from .config import ConfigError, validate
+from .checkpoint import CheckpointError, changed_keys, checkpoint_config, checkpoint_dir, load_checkpoint, save_checkpoint
+from .config import ConfigError, check_options, validate
 from .data import DataError, DeviceLoader, channel_stats, load_splits
 from .distributed import Distributed, from_environment, local_copy, shutdown, with_sync_batchnorm
 from .metrics import MIB, gradient_error, peak_memory_mib
@@ -234,6 +238,7 @@ class Progress:
     test_loss: float = math.nan
     test_acc: float = math.nan
     last_nfe: dict = field(default_factory=dict)
+    wall_s: float = 0.0  # wall time of the invocations before this one, to their last checkpoint
     history: dict = field(default_factory=lambda: {"test/acc": [], "grad_error/rel_l2": [], "memory/peak_mib": [], "time/step_ms": []})
 
 
@@ -292,6 +297,43 @@ def save_record(run_dir: Path, record: dict[str, str]) -> None:
         (current / name).write_text(text, encoding="utf-8")
 
 
+# keys a resume may change: how to resume, where the data lies, where and how fast it runs, how
+# often it logs and how many checkpoints it keeps. Any other difference is refused.
+RESUME_FREE = ("trainer.resume", "trainer.resume_override", "trainer.device", "trainer.threads", "trainer.log_every",
+               "trainer.keep_checkpoints", "dataset.root", "dataset.download")
+
+
+def check_resume_config(cfg: DictConfig, trained: dict | None, path: Path) -> None:
+    """ConfigError naming every key (besides RESUME_FREE) where cfg differs from the config the
+    checkpoint at `path` was trained with, unless trainer.resume_override; a checkpoint with no
+    known config (neither its own nor a run record) is not checked."""
+    if trained is None:
+        return
+    changed = changed_keys(trained, OmegaConf.to_container(cfg, resolve=True), ignored=RESUME_FREE)
+    if changed and not cfg.trainer.resume_override:
+        listed = ", ".join(f"{key} ({old} -> {new})" for key, (old, new) in changed.items())
+        raise ConfigError(f"trainer.resume: the config differs from the one {path} was trained with in {listed}; "
+                          f"resume with the run's own overrides (its .hydra/overrides.yaml), or set "
+                          f"trainer.resume_override=true to continue with this config")
+
+
+def hydra_quoted(value: str) -> str:
+    """value as a Hydra override value: bare if Hydra's grammar reads it as one plain string, else
+    single-quoted with Hydra's escapes (a path holding `,` or `=`, as sweep job folders do)."""
+    if re.fullmatch(r"[\w./@:+-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def resume_command(run_dir: Path) -> str:
+    """A shell command that continues this run: cd to where it was started, the run's own task
+    overrides (as typed; trainer.resume's dropped), trainer.resume=true and the run dir."""
+    hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
+    own = [o for o in hydra_cfg.overrides.task if not re.match(r"^[+~]*trainer\.resume(_override)?=", o)]
+    words = ["anode-train", *own, "trainer.resume=true", f"hydra.run.dir={hydra_quoted(str(run_dir))}"]
+    return f"cd {shlex.quote(hydra_cfg.runtime.cwd)} && " + " ".join(shlex.quote(w) for w in words)
+
+
 class _NoWriter:
     """Stands in for the SummaryWriter on ranks other than 0, which log nothing."""
 
@@ -309,6 +351,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     each batch and only rank 0 writes the record, events, checkpoints, metrics.json and the progress bar.
     """
     trainer, check = cfg.trainer, cfg.grad_check
+    wall_start = time.perf_counter()
     device = device or pick_device(trainer.device)
     if trainer.threads is not None:
         torch.set_num_threads(trainer.threads)
@@ -349,6 +392,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        check_resume_config(cfg, checkpoint_config(state, path), path)
         progress = Progress(**state["progress"])
         set_rng_states(state["rng"], device)
         log.info(f"resuming from {path}: epoch {progress.epoch + 1}, step {progress.step}")
@@ -357,12 +401,18 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     if record is not None and context.is_main:
         save_record(run_dir, record)
     writer = SummaryWriter(str(run_dir), purge_step=purge_step) if context.is_main else _NoWriter()
+    wall_before = progress.wall_s
+    if context.is_main:
+        log.info(f"run dir {run_dir}: {describe(cfg)}, {trainer.epochs} epoch{'s' * (trainer.epochs != 1)} "
+                 f"of {steps_per_epoch} steps on {device}")
+    config_text = record["config.yaml"] if record is not None else OmegaConf.to_yaml(cfg)  # as composed
 
     def checkpoint():
         if not context.is_main:
             return None
+        progress.wall_s = wall_before + time.perf_counter() - wall_start
         state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "progress": asdict(progress), "rng": rng_states(device)}
+                 "progress": asdict(progress), "rng": rng_states(device), "config": config_text}
         return save_checkpoint(run_dir, progress.step, state, keep=trainer.keep_checkpoints)
 
     history, status, failure, step = progress.history, "completed", None, progress.step
@@ -382,8 +432,9 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         correct = torch.tensor(carried.correct, device=device)
         seen, step = carried.seen, progress.step
         window_start, window_steps, window_peak, untimed_images = time.perf_counter(), 0, 0.0, 0
+        # a bar on a terminal only (disable=None: tqdm's own isatty check); else plain lines at log steps
         bar = tqdm(range(progress.step_in_epoch, steps_per_epoch), desc=f"epoch {epoch + 1}/{trainer.epochs}", leave=False,
-                   disable=not context.is_main)
+                   disable=None if context.is_main else True)
         for _ in bar:
             images, labels = next(batches)
             images = images.contiguous(memory_format=memory_format)
@@ -453,6 +504,9 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
                     history["memory/peak_mib"].append(window_peak)
                 history["time/step_ms"].append(step_ms)
                 bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{float(correct) / max(seen, 1):.3f}")
+                if bar.disable and context.is_main:
+                    log.info(f"epoch {epoch + 1}/{trainer.epochs} step {step - epoch * steps_per_epoch}/{steps_per_epoch}: "
+                             f"loss {step_loss:.4f}, train acc {float(correct) / max(seen, 1):.4f}, {step_ms:.0f} ms/step")
                 window_start, window_steps, window_peak = time.perf_counter(), 0, 0.0
                 if not math.isfinite(step_loss):
                     status, failure = "diverged", f"step {step}: training loss {step_loss}"
@@ -468,8 +522,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
                 stop.__exit__()
                 signum = stop.signum or signal.SIGTERM  # a rank that got no signal stops with its peers
                 if context.is_main:
-                    log.warning(f"signal {signum}: checkpoint {path} written; continue with trainer.resume=true "
-                                f"\"hydra.run.dir='{run_dir}'\"")
+                    log.warning(f"signal {signum}: checkpoint {path} written; continue with trainer.resume=true: {resume_command(run_dir)}")
                 raise SystemExit(128 + signum)
         bar.close()
         epoch_s = time.perf_counter() - epoch_start
@@ -478,7 +531,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         images_timed = (seen - carried.seen - untimed_images) * context.world_size
         loss_total, correct_total, seen = epoch_sums(context, loss_sum, correct, seen)
         train_loss, train_acc = loss_total / max(seen, 1), correct_total / max(seen, 1)
-        writer.add_scalar("train/acc", train_acc, step)
+        writer.add_scalar("train/acc", train_acc, epoch + 1)
         writer.add_scalar("time/epoch_s", epoch_s, epoch + 1)
         writer.add_scalar("throughput/img_s", images_timed / epoch_s, epoch + 1)
         if status == "diverged":
@@ -512,22 +565,71 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         "memory/peak_mib": max(history["memory/peak_mib"], default=None),
         "time/step_ms": mean(history["time/step_ms"]),
         **last_nfe,
-        "device": str(device),
-        "git": git_revision(),
-    }
-    hparams = {
-        "dataset": data.name, "model": cfg.model.name, "solver": cfg.solver.name,
-        "steps": cfg.solver.steps if cfg.solver.steps is not None else -1, "grad": cfg.grad.name,
-        "lr": trainer.lr, "batch_size": trainer.batch_size, "seed": trainer.seed if trainer.seed is not None else -1,
-        "precision": trainer.precision, "processes": context.world_size,
+        "time/wall_s": wall_before + time.perf_counter() - wall_start,  # every invocation of this run, to here
     }
     final = {f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
+    metrics.update(run_settings(cfg), device=str(device), git=git_revision())
     writer.add_text("run/status", status if failure is None else f"{status}: {failure}", step)
-    writer.add_hparams(hparams, final, run_name=".")
+    write_hparams(writer, hparam_values(cfg, context.world_size), final, step)
     writer.close()
     if context.is_main:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.info(summary(metrics, run_dir))
     return metrics
+
+
+def run_settings(cfg: DictConfig) -> dict:
+    """What a metrics.json reader needs to tell runs apart without the .hydra record: the model,
+    gradient method, solver and its N_t (fixed grids) or rtol/atol (adaptive; null otherwise)."""
+    solver = cfg.solver
+    adaptive = solver.get("steps") is None
+    return {"model": cfg.model.name, "grad": cfg.grad.name, "solver": solver.name, "solver.steps": solver.get("steps"),
+            "solver.rtol": solver.get("rtol") if adaptive else None, "solver.atol": solver.get("atol") if adaptive else None,
+            "dataset": cfg.dataset.name}
+
+
+def describe(cfg: DictConfig) -> str:
+    """e.g. `resnet_tiny, euler N_t=2, grad aca` or `resnet, dopri5 rtol=0.01 atol=0.01, grad adjoint`."""
+    settings = run_settings(cfg)
+    grid = (f"N_t={settings['solver.steps']}" if settings["solver.steps"] is not None
+            else f"rtol={settings['solver.rtol']} atol={settings['solver.atol']}")
+    return f"{settings['model']}, {settings['solver']} {grid}, grad {settings['grad']}"
+
+
+def hparam_values(cfg: DictConfig, processes: int) -> dict:
+    """The HPARAMS tab's columns: TensorBoard takes numbers, strings and bools, so a setting that
+    does not apply (steps of an adaptive solver, rtol/atol of a fixed grid, no seed) is -1."""
+    trainer, settings = cfg.trainer, run_settings(cfg)
+    unset = lambda value: -1 if value is None else value  # noqa: E731
+    return {
+        "dataset": settings["dataset"], "model": settings["model"], "solver": settings["solver"],
+        "steps": unset(settings["solver.steps"]), "rtol": unset(settings["solver.rtol"]), "atol": unset(settings["solver.atol"]),
+        "grad": settings["grad"], "lr": trainer.lr, "batch_size": trainer.batch_size, "seed": unset(trainer.seed),
+        "precision": trainer.precision, "processes": processes,
+    }
+
+
+def write_hparams(writer, hparams: dict, final: dict, step: int) -> None:
+    """The run's HPARAMS entry in its own event file (SummaryWriter.add_hparams would open a second
+    one in a subdirectory, its metrics at step 0): the hparams summaries, and the final/* scalars
+    they point at, on the global step the run ended at."""
+    for summary_proto in hparams_summaries(hparams, final):
+        writer.file_writer.add_summary(summary_proto)
+    for tag, value in final.items():
+        writer.add_scalar(tag, value, step)
+
+
+def summary(metrics: dict, run_dir: Path) -> str:
+    """The paragraph a run ends with: status, accuracy, gradient error, memory, time, where it wrote."""
+    fmt = lambda value, spec, unit="": "n/a" if value is None else f"{value:{spec}}{unit}"  # noqa: E731
+    failure = f" ({metrics['failure']})" if metrics["failure"] else ""
+    epochs = f"{metrics['epochs']} epoch{'' if metrics['epochs'] == 1 else 's'}"
+    return (f"{metrics['status']}{failure} after {epochs}, {metrics['steps']} steps: "
+            f"test acc {fmt(metrics['test/acc'], '.2%')} (best {fmt(metrics['test/best_acc'], '.2%')}), "
+            f"gradient error {fmt(metrics['grad_error/rel_l2_mean'], '.2e')} (relative L2, mean of the probes), "
+            f"peak memory {fmt(metrics['memory/peak_mib'], '.1f', ' MiB')}, {fmt(metrics['time/step_ms'], '.1f', ' ms')}/step, "
+            f"wall time {fmt(metrics['time/wall_s'], '.1f', ' s')}. Written to {run_dir}: metrics.json, TensorBoard events "
+            f"(tensorboard --logdir {shlex.quote(str(run_dir))}), checkpoints/, train.log")
 
 
 def epoch_sums(context: Distributed, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, int, int]:
@@ -542,10 +644,38 @@ def epoch_sums(context: Distributed, loss_sum: torch.Tensor, correct: torch.Tens
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")  # the repository's configs/ (editable install)
 
 
+CONFIG_EXIT = 2  # every config error: a bad option, key or value, Hydra's own composition errors included
+_task_started = False  # whether Hydra got as far as running a job: its exit 1 before that is a config error
+
+
+def main() -> None:
+    """The console script: options no configs/<group>/ holds are refused in one line (with a "did
+    you mean") before Hydra composes anything; then Hydra runs the job(s). Any config error exits
+    CONFIG_EXIT, Hydra's own (which it reports with exit 1) too."""
+    try:
+        check_options(sys.argv[1:], CONFIG_DIR)
+    except ConfigError as error:
+        print(f"anode-train: {error}", file=sys.stderr)
+        raise SystemExit(CONFIG_EXIT) from None
+    try:
+        hydra_main()
+    except SystemExit as exit:
+        raise SystemExit(CONFIG_EXIT if exit.code == 1 and not _task_started else exit.code) from None
+    except Exception:  # HYDRA_FULL_ERROR=1: Hydra re-raises instead of exiting 1
+        if _task_started:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        raise SystemExit(CONFIG_EXIT) from None
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     """Validate, refuse to overwrite, train; every refusal is one line on stderr and exit code 2, and
-    leaves the run dir as it was."""
+    leaves the run dir as it was (a run dir this refusal would leave empty is removed)."""
+    global _task_started
+    _task_started = True
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     record = invocation_record(cfg)  # before trainer.resume=auto is resolved below
     context = Distributed()
@@ -572,10 +702,43 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, DataError, CheckpointError) as error:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
             print(f"anode-train: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+            remove_if_empty(run_dir)
+        raise SystemExit(CONFIG_EXIT) from None
     finally:
         shutdown(context)
     return metrics["test/acc"]
+
+
+class SweepNames(Callback):
+    """Hydra callback (configs/train.yaml, hydra.callbacks) for sweeps. At the start it names the
+    jobs by what the sweep varies: every task override that takes one value (`experiment=smoke`,
+    `trainer.epochs=1`) joins hydra.job.config.override_dirname.exclude_keys, so job folders read
+    `0_grad=direct`. (The jobs' configs are composed from the sweep's hydra overrides, so one
+    more override there reaches every job, under any launcher.) At the end it prints the sweep dir
+    and the anode-report command for it."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        fixed = [o.key_or_group for o in overrides if not o.is_sweep_override()]
+        excluded = list(dict.fromkeys([*config.hydra.job.config.override_dirname.exclude_keys, *fixed]))
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.overrides.hydra.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        statuses = [json.loads(p.read_text()).get("status") for p in sorted(sweep_dir.glob("*/metrics.json"))]
+        counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)) or "no finished job"
+        print(f"anode-train: sweep of {len(statuses)} runs ({counts}) in {sweep_dir}\n"
+              f"compare them with: anode-report {shlex.quote(str(sweep_dir))}", file=sys.stderr)
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Drop the run dir Hydra made for a run that was then refused, if nothing is in it (the
+    configs delay train.log's creation to its first line, so a refused run leaves none)."""
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()  # only an empty directory goes
 
 
 def check_distributed(cfg: DictConfig, run_dir: Path, context: Distributed) -> None:
