@@ -122,6 +122,7 @@ def anode_train_cli(args, cwd):
     ("+solver.stepz=2", "anode-train: solver.stepz is not a key of solver; did you mean solver.steps?"),
     ("trainer.lrr=3", "anode-train: trainer.lrr is not a key of trainer; did you mean trainer.lr?"),
     ("solver.rtol=0.1", "Could not override 'solver.rtol'."),  # euler has no rtol: Hydra's report, the config exit code
+    ("trainer.epochs=0", "anode-train: trainer.epochs must be >= 1, got 0"),  # refused by the job, in the dir Hydra made
 ])
 def test_every_config_error_exits_2_and_leaves_no_run_dir(tmp_path, override, first_line):
     run_dir = tmp_path / "run"
