@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -194,6 +195,20 @@ def validate(cfg: DictConfig, ode_settings) -> None:
         raise
     except (ValueError, TypeError) as error:
         raise ConfigError(f"solver/grad: {_one_line(error)}") from None
+
+
+class ConfigComposed(Callback):
+    """Hydra callback (configs/train.yaml) that marks the config composed. Hydra reports any error
+    with exit 1: before this mark it was a config error (anode-train exits 2 for it), after it a
+    job's crash or a launcher's error (the jobs may run in other processes), which keeps 1. The mark
+    lives here, in a module imported once, not in anode_bench.train (also run as __main__)."""
+
+    composed = False
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        ConfigComposed.composed = True
+
+    on_multirun_start = on_run_start
 
 
 def config_options(config_dir: str | Path) -> dict[str, list[str]]:

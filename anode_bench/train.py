@@ -33,7 +33,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, changed_keys, checkpoint_config, checkpoint_dir, load_checkpoint, save_checkpoint
-from .config import ConfigError, check_options, validate
+from .config import ConfigComposed, ConfigError, check_options, validate
 from .data import DataError, DeviceLoader, channel_stats, load_splits
 from .distributed import Distributed, from_environment, local_copy, shutdown, with_sync_batchnorm
 from .metrics import MIB, gradient_error, peak_memory_mib
@@ -645,7 +645,6 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")  # the repo
 
 
 CONFIG_EXIT = 2  # every config error: a bad option, key or value, Hydra's own composition errors included
-_task_started = False  # whether Hydra got as far as running a job: its exit 1 before that is a config error
 
 
 def main() -> None:
@@ -660,9 +659,9 @@ def main() -> None:
     try:
         hydra_main()
     except SystemExit as exit:
-        raise SystemExit(CONFIG_EXIT if exit.code == 1 and not _task_started else exit.code) from None
+        raise SystemExit(CONFIG_EXIT if exit.code == 1 and not ConfigComposed.composed else exit.code) from None
     except Exception:  # HYDRA_FULL_ERROR=1: Hydra re-raises instead of exiting 1
-        if _task_started:
+        if ConfigComposed.composed:
             raise
         import traceback
 
@@ -674,8 +673,6 @@ def main() -> None:
 def hydra_main(cfg: DictConfig) -> float | None:
     """Validate, refuse to overwrite, train; every refusal is one line on stderr and exit code 2, and
     leaves the run dir as it was (a run dir this refusal would leave empty is removed)."""
-    global _task_started
-    _task_started = True
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     record = invocation_record(cfg)  # before trainer.resume=auto is resolved below
     context = Distributed()
