@@ -218,3 +218,29 @@ def test_metrics_and_hparams_name_the_run_and_each_tag_family_has_one_x_axis(tmp
     assert steps["grad_error/rel_l2"] == [0, 2, 4]
     finals = [tag for tag in steps if tag.startswith("final/")]
     assert "final/test/acc" in finals and all(steps[tag] == [6] for tag in finals)
+
+
+def test_a_run_on_a_terminal_shows_the_progress_bar_instead_of_step_lines(tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()  # stdout (Hydra's log lines) and stderr (tqdm) are a terminal
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns (a new pty has 0)
+    process = subprocess.Popen([sys.executable, "-m", "anode_bench.train", *SMOKE, f"hydra.run.dir={tmp_path / 'run'}"],
+                               cwd=tmp_path, stdout=terminal, stderr=terminal, env=os.environ.copy())
+    os.close(terminal)
+    console = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the run closed its end
+            break
+        if not chunk:
+            break
+        console += chunk
+    assert process.wait(timeout=300) == 0, console[-3000:]
+    text = console.decode(errors="replace")
+    assert "epoch 1/1: " in text and "\r" in text and "it/s" in text  # tqdm's bar
+    assert "epoch 1/1 step " not in text  # no plain step lines beside it
