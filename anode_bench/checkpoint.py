@@ -3,6 +3,10 @@
 A checkpoint is `run_dir/checkpoints/step_<step>.pt`, written to a temporary file in the same
 directory and renamed over, so a kill mid-write leaves the previous checkpoints intact. On resume a
 checkpoint that cannot be read is reported and the one before it is used.
+
+A checkpoint also holds the composed config of the run that wrote it (`config`, YAML text), so a
+resume can refuse a config that differs (`changed_keys`); for a checkpoint written before it held
+one, the record of its run dir (`.hydra/config.yaml`) stands in.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import os
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -56,3 +61,32 @@ def load_checkpoint(source: Path, map_location) -> tuple[dict, Path]:
             unreadable.append(f"{path.name} ({reason})")
             log.warning(f"checkpoint {path} is unreadable ({reason}); trying the one before it")
     raise CheckpointError(f"no readable checkpoint in {source}: {'; '.join(unreadable)}")
+
+
+def checkpoint_config(state: dict, path: Path) -> dict | None:
+    """The config the checkpoint at `path` was trained with, as a plain dict: its own `config`, or
+    for an older checkpoint without one its run dir's .hydra/config.yaml; None if neither exists."""
+    text = state.get("config")
+    if text is None:
+        record = Path(path).parent.parent / ".hydra" / "config.yaml"
+        if not record.is_file():
+            return None
+        text = record.read_text(encoding="utf-8")
+    return OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+ABSENT = "<absent>"
+
+
+def changed_keys(before: dict, after: dict, ignored=()) -> dict[str, tuple]:
+    """Dotted keys whose value differs between two config trees (a key missing on one side shows
+    as ABSENT), less `ignored`: {key: (before, after)}, sorted by key."""
+    a, b = _flat(before), _flat(after)
+    return {k: (a.get(k, ABSENT), b.get(k, ABSENT)) for k in sorted(a.keys() | b.keys())
+            if k not in ignored and a.get(k, ABSENT) != b.get(k, ABSENT)}

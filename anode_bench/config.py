@@ -4,16 +4,25 @@ Each plain group has a dataclass schema: OmegaConf merges the group into it, whi
 unknown keys and wrong types, and `OmegaConf.to_object` runs the range checks in
 `__post_init__`. The `solver` and `grad` groups are checked by the ODE core itself (building an
 ODEBlock validates names, N_t, tolerances and their combinations), so a new solver or method
-needs no second list here. Every failure is one ConfigError line naming the key and what is allowed.
+needs no second list here. Every failure is one ConfigError line naming the key and what is allowed;
+a misspelt key or option also gets difflib's closest matches ("did you mean").
+
+`check_options` runs on the command line before Hydra composes anything: an option that no
+`configs/<group>/` file holds (`grad=ACA`, `model=resnet18`) is refused in one line there, instead
+of Hydra's multi-line "Could not find" report.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from .data import NUM_CLASSES
 
@@ -27,6 +36,22 @@ class ConfigError(ValueError):
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def did_you_mean(value: str, allowed, prefix: str = "") -> str:
+    """' did you mean X?' for the closest of `allowed` to `value` (case-insensitive), else ''."""
+    by_lower = {str(a).lower(): str(a) for a in allowed}
+    close = difflib.get_close_matches(str(value).lower(), by_lower, n=2, cutoff=0.6)
+    return f" did you mean {' or '.join(prefix + by_lower[c] for c in close)}?" if close else ""
+
+
+def unknown_keys(where: str, keys, allowed) -> None:
+    """ConfigError for the first of `keys` not in `allowed`, listing what is."""
+    allowed = list(allowed)
+    for key in keys:
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key} is not a key of {where};{did_you_mean(key, allowed, where + '.')} "
+                              f"its keys: {', '.join(allowed)}")
 
 
 @dataclass
@@ -62,6 +87,8 @@ class ModelConfig:
 
         _require(self.name in PRESETS or self.name in FAMILIES,
                  f"model.name {self.name!r} unknown; choose from {', '.join([*FAMILIES, *PRESETS])}")
+        model = PRESETS[FAMILIES.get(self.name, self.name)].model  # the settings build_model accepts
+        unknown_keys("model.arch", self.arch, [p for p in inspect.signature(model).parameters if p not in ("num_classes", "ode")])
 
 
 @dataclass
@@ -86,6 +113,7 @@ class TrainerConfig:
     max_steps_per_epoch: Optional[int] = None
     eval_batch_size: int = 500
     resume: Any = False  # false, true (this run dir's newest checkpoint), auto, or a checkpoint file / run dir
+    resume_override: bool = False  # resume though the config differs from the checkpoint's
     keep_checkpoints: int = 2
 
     def __post_init__(self):
@@ -163,6 +191,8 @@ class GradcheckConfig:
 # One schema per config section; `gradcheck` exists in anode-gradcheck's config only.
 SCHEMAS = {"dataset": DatasetConfig, "model": ModelConfig, "trainer": TrainerConfig, "grad_check": GradCheckConfig,
            "gradcheck": GradcheckConfig}
+# the solver group's keys: ODEBlock's solve settings (grad and grad_options come from the grad group)
+SOLVER_KEYS = ("name", "steps", "rtol", "atol", "max_steps", "t0", "t1", "eta")
 
 
 def _one_line(error: Exception) -> str:
@@ -179,6 +209,9 @@ def validate(cfg: DictConfig) -> None:
             OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg[group]))
         except ConfigError:
             raise
+        except ConfigKeyError:  # a key the schema lacks (e.g. +trainer.epoch=3)
+            unknown_keys(group, cfg[group], [f.name for f in dataclasses.fields(schema)])
+            raise
         except OmegaConfBaseException as error:
             key = getattr(error, "full_key", None) or ""
             raise ConfigError(f"{group}{'.' + key if key and not key.startswith(group) else ''}: {_one_line(error)}") from None
@@ -187,6 +220,7 @@ def validate(cfg: DictConfig) -> None:
     from .build import ode_settings
     from .ode import ODEBlock, get_scheme
 
+    unknown_keys("solver", cfg.solver, SOLVER_KEYS)
     try:
         settings = ode_settings(cfg)
         solver = get_scheme(settings["solver"])
@@ -198,3 +232,58 @@ def validate(cfg: DictConfig) -> None:
         raise
     except (ValueError, TypeError) as error:
         raise ConfigError(f"solver/grad: {_one_line(error)}") from None
+
+
+class ConfigComposed(Callback):
+    """Hydra callback (configs/train.yaml) that marks the config composed. Hydra reports any error
+    with exit 1: before this mark it was a config error (anode-train exits 2 for it), after it a
+    job's crash or a launcher's error (the jobs may run in other processes), which keeps 1. The mark
+    lives here, in a module imported once, not in anode_bench.train (also run as __main__)."""
+
+    composed = False
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        ConfigComposed.composed = True
+
+    on_multirun_start = on_run_start
+
+
+def config_options(config_dir: str | Path) -> dict[str, list[str]]:
+    """Every config group under config_dir (hydra's own excepted) with its options, the yaml stems."""
+    root = Path(config_dir)
+    return {str(d.relative_to(root)): sorted(p.stem for p in d.glob("*.yaml"))
+            for d in sorted(root.rglob("*")) if d.is_dir() and not d.relative_to(root).parts[0] == "hydra"
+            and any(d.glob("*.yaml"))}
+
+
+def group_keys() -> dict[str, list[str]]:
+    """The keys of every group whose keys are fixed (grad's depend on the method)."""
+    return {"solver": list(SOLVER_KEYS), **{group: [f.name for f in dataclasses.fields(schema)] for group, schema in SCHEMAS.items()}}
+
+
+def check_options(arguments: list[str], config_dir: str | Path) -> None:
+    """ConfigError for the first `group=option` on the command line (sweeps `group=a,b` included)
+    whose option config_dir/<group>/ lacks, or the first `group.key=value` whose group has no such
+    key. Flags and whatever Hydra's grammar rejects are left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    groups, parser = config_options(config_dir), OverridesParser.create()
+    for argument in arguments:
+        if argument.startswith("-") or "=" not in argument:
+            continue
+        try:
+            [override] = parser.parse_overrides([argument])
+        except HydraException:
+            continue
+        group = override.key_or_group
+        known = group_keys().get(group.split(".")[0])
+        if known is not None and group.count(".") == 1:  # trainer.lrr=3: Hydra would say "Could not override"
+            unknown_keys(group.split(".")[0], [group.split(".")[1]], known)
+        if group not in groups or override.is_delete() or override.value_type.name == "GLOB_CHOICE_SWEEP":
+            continue
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.get_value_element_as_str()]
+        for value in values:
+            if value not in groups[group] and not (group == "experiment" and value == "null"):
+                raise ConfigError(f"{group}={value} is not an option of {group};{did_you_mean(value, groups[group], group + '=')} "
+                                  f"choose from {', '.join(groups[group])}")

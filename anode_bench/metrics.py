@@ -4,11 +4,20 @@ CPU: there is no allocator to query, but the PyTorch profiler with profile_memor
 every allocation and free; the running sum of their sizes, maximised over the window, is the
 peak memory the work allocated on top of what already existed (activations, graph, gradients).
 CUDA: torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus what was resident.
+The profiler's native libraries write their own chatter straight to file descriptor 2 on every
+window (kineto's `USDT ... profiler_start/stop`, `gpuGetDeviceCount failed` on a machine without
+a GPU, c10's `Memory block of unknown size` for a tensor freed in the window that was made before
+it); `profiler_quiet` holds those lines back and passes every other line through.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
+import re
+import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -17,6 +26,32 @@ import torch
 from .ode.method import autocast_as, autocast_state
 
 MIB = 2**20
+PROFILER_CHATTER = re.compile(
+    r"^USDT:.*\] profiler_(start|stop)$|^ERROR:.*\] gpuGetDeviceCount failed with code \d+$"
+    r"|^\[W.*CPUAllocator\.cpp:\d+\] Memory block of unknown size was allocated before the profiling started"
+)
+
+
+@contextlib.contextmanager
+def profiler_quiet():
+    """Native stderr (fd 2) goes to a temporary file for the block; afterwards its lines, less the
+    profiler's own (PROFILER_CHATTER), are written back to fd 2 in order, so a real warning raised
+    inside the block still reaches the console, only later."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True)
+                    if not PROFILER_CHATTER.match(line.rstrip("\n"))]
+            if kept:
+                os.write(2, "".join(kept).encode())
 
 
 def peak_memory_mib(work: Callable[[], object], device: torch.device | str = "cpu") -> float:
@@ -32,7 +67,7 @@ def peak_memory_mib(work: Callable[[], object], device: torch.device | str = "cp
     from torch._C._autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with profiler_quiet(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         work()
     events = [
         e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type() == DeviceType.CPU

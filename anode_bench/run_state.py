@@ -7,6 +7,8 @@ as a run never stopped.
 from __future__ import annotations
 
 import math
+import re
+import shlex
 import signal
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -16,7 +18,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import changed_keys, checkpoint_config, load_checkpoint, save_checkpoint
+from .config import ConfigError
 from .tags import HISTORY
 
 
@@ -34,6 +37,7 @@ class Progress:
     test_loss: float = math.nan
     test_acc: float = math.nan
     last_nfe: dict = field(default_factory=dict)
+    wall_s: float = 0.0  # wall time of the invocations before this one, to their last checkpoint
     history: dict = field(default_factory=lambda: {tag: [] for tag in HISTORY})  # per tag, every value logged
 
 
@@ -47,22 +51,62 @@ def set_rng_states(states: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
-def save_state(run_dir: Path, net, optimizer, scheduler, progress: Progress, device: torch.device, keep: int) -> Path:
-    """A checkpoint of everything a resume needs (checkpoint.save_checkpoint: atomic, the newest `keep` kept)."""
+def save_state(run_dir: Path, net, optimizer, scheduler, progress: Progress, device: torch.device, keep: int,
+               config_text: str) -> Path:
+    """A checkpoint of everything a resume needs, with the composed config it trained with (YAML), so
+    a resume can refuse another (checkpoint.save_checkpoint: atomic, the newest `keep` kept)."""
     state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "progress": asdict(progress), "rng": rng_states(device)}
+             "progress": asdict(progress), "rng": rng_states(device), "config": config_text}
     return save_checkpoint(run_dir, progress.step, state, keep=keep)
 
 
-def restore_state(source: Path, net, optimizer, scheduler, device: torch.device) -> tuple[Progress, Path]:
+def restore_state(source: Path, cfg: DictConfig, net, optimizer, scheduler, device: torch.device) -> tuple[Progress, Path]:
     """Load the newest readable checkpoint of `source` (a run dir or a file) into the objects and
-    the RNGs; returns the progress it holds and the file it came from."""
+    the RNGs, after check_resume_config; returns the progress it holds and the file it came from."""
     state, path = load_checkpoint(source, map_location=device)
+    check_resume_config(cfg, checkpoint_config(state, path), path)
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_states(state["rng"], device)
     return Progress(**state["progress"]), path
+
+
+# keys a resume may change: how to resume, where the data lies, where and how fast it runs, how
+# often it logs and how many checkpoints it keeps. Any other difference is refused.
+RESUME_FREE = ("trainer.resume", "trainer.resume_override", "trainer.device", "trainer.threads", "trainer.log_every",
+               "trainer.keep_checkpoints", "dataset.root", "dataset.download")
+
+
+def check_resume_config(cfg: DictConfig, trained: dict | None, path: Path) -> None:
+    """ConfigError naming every key (besides RESUME_FREE) where cfg differs from the config the
+    checkpoint at `path` was trained with, unless trainer.resume_override; a checkpoint with no
+    known config (neither its own nor a run record) is not checked."""
+    if trained is None:
+        return
+    changed = changed_keys(trained, OmegaConf.to_container(cfg, resolve=True), ignored=RESUME_FREE)
+    if changed and not cfg.trainer.resume_override:
+        listed = ", ".join(f"{key} ({old} -> {new})" for key, (old, new) in changed.items())
+        raise ConfigError(f"trainer.resume: the config differs from the one {path} was trained with in {listed}; "
+                          f"resume with the run's own overrides (its .hydra/overrides.yaml), or set "
+                          f"trainer.resume_override=true to continue with this config")
+
+
+def hydra_quoted(value: str) -> str:
+    """value as a Hydra override value: bare if Hydra's grammar reads it as one plain string, else
+    single-quoted with Hydra's escapes (a path holding `,` or `=`, as sweep job folders do)."""
+    if re.fullmatch(r"[\w./@:+-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def resume_command(run_dir: Path) -> str:
+    """A shell command that continues this run: cd to where it was started, the run's own task
+    overrides (as typed; trainer.resume's dropped), trainer.resume=true and the run dir."""
+    hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
+    own = [o for o in hydra_cfg.overrides.task if not re.match(r"^[+~]*trainer\.resume(_override)?=", o)]
+    words = ["anode-train", *own, "trainer.resume=true", f"hydra.run.dir={hydra_quoted(str(run_dir))}"]
+    return f"cd {shlex.quote(hydra_cfg.runtime.cwd)} && " + " ".join(shlex.quote(w) for w in words)
 
 
 class StopRequest:

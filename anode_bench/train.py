@@ -12,19 +12,21 @@ Trainer (anode_bench.trainer).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
 import os
+import shlex
 import sys
+import time
 from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch.utils.tensorboard import SummaryWriter
 
-from . import tags
 from .build import (
     PRECISIONS,
     load_data_once,
@@ -36,12 +38,13 @@ from .build import (
     with_layout_and_compile,
 )
 from .checkpoint import CheckpointError, checkpoint_dir
-from .config import CONFIG_DIR, ConfigError, validate
+from .config import CONFIG_DIR, ConfigComposed, ConfigError, check_options, validate
 from .data import DataError
 from .distributed import Distributed, from_environment, shutdown, with_sync_batchnorm
-from .metrics import set_tf32, tf32_state
+from .metrics import set_tf32
 from .ode import SCHEMES
-from .run_state import Progress, StopRequest, git_revision, invocation_record, restore_state, save_record, save_state
+from .results import describe, run_metrics, summary, write_results
+from .run_state import Progress, StopRequest, invocation_record, restore_state, resume_command, save_record, save_state
 from .trainer import Stopped, Trainer
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     each batch and only rank 0 writes the record, events, checkpoints, metrics.json and the progress bar.
     """
     trainer = cfg.trainer
+    wall_start = time.perf_counter()
     device = device or pick_device(trainer.device)
     precision = PRECISIONS[trainer.precision]
     if trainer.threads is not None:
@@ -97,18 +101,24 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     progress = Progress()
     if trainer.resume:
         source = run_dir if trainer.resume is True else Path(trainer.resume)
-        progress, path = restore_state(source, net, optimizer, scheduler, device)
+        progress, path = restore_state(source, cfg, net, optimizer, scheduler, device)
         log.info(f"resuming from {path}: epoch {progress.epoch + 1}, step {progress.step}")
     # purge_step drops events a killed run logged after its last checkpoint (or, restarted by resume=auto, at all)
     purge_step = progress.step if any(run_dir.glob("events.out.tfevents.*")) else None
     if record is not None and context.is_main:
         save_record(run_dir, record)
     writer = SummaryWriter(str(run_dir), purge_step=purge_step) if context.is_main else _NoWriter()
+    wall_before = progress.wall_s
+    if context.is_main:
+        log.info(f"run dir {run_dir}: {describe(cfg)}, {trainer.epochs} epoch{'s' * (trainer.epochs != 1)} "
+                 f"of {steps_per_epoch} steps on {device}")
+    config_text = record["config.yaml"] if record is not None else OmegaConf.to_yaml(cfg)  # as composed
 
     def checkpoint():
-        if context.is_main:
-            return save_state(run_dir, net, optimizer, scheduler, progress, device, trainer.keep_checkpoints)
-        return None
+        if not context.is_main:
+            return None
+        progress.wall_s = wall_before + time.perf_counter() - wall_start
+        return save_state(run_dir, net, optimizer, scheduler, progress, device, trainer.keep_checkpoints, config_text)
 
     loop = Trainer(net, model, optimizer, scheduler, train_loader, test_loader, steps_per_epoch=steps_per_epoch,
                    epochs=trainer.epochs, log_every=trainer.log_every, precision=precision, memory_format=memory_format,
@@ -120,67 +130,47 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     except Stopped as stopped:
         writer.close()
         if context.is_main:
-            log.warning(f"signal {stopped.signum}: checkpoint {stopped.path} written; continue with trainer.resume=true "
-                        f"\"hydra.run.dir='{run_dir}'\"")
+            log.warning(f"signal {stopped.signum}: checkpoint {stopped.path} written; continue with trainer.resume=true: "
+                        f"{resume_command(run_dir)}")
         raise SystemExit(128 + stopped.signum) from None
-    metrics = run_metrics(cfg, progress, failure, device)
-    write_results(cfg, writer, metrics, context)
+    metrics = run_metrics(cfg, progress, failure, wall_before + time.perf_counter() - wall_start, device)
+    write_results(writer, cfg, metrics, context.world_size)
+    writer.close()
     if context.is_main:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.info(summary(metrics, run_dir))
     return metrics
 
 
-def _mean(values):
-    return sum(values) / len(values) if values else None
+CONFIG_EXIT = 2  # every config error: a bad option, key or value, Hydra's own composition errors included
 
 
-def run_metrics(cfg: DictConfig, progress: Progress, failure: str | None, device: torch.device) -> dict:
-    """metrics.json: how the run ended, its final and best accuracy, and the run's summaries of the
-    probe, memory, time and NFE series (test metrics: those of the last finished epoch)."""
-    history = progress.history
-    finished = bool(history[tags.TEST_ACC])
-    return {
-        tags.STATUS: "completed" if failure is None else "diverged",
-        tags.FAILURE: failure,
-        tags.STEPS: progress.step,
-        tags.EPOCHS: progress.epoch,  # completed
-        tags.TEST_ACC: progress.test_acc if finished else None,
-        tags.BEST_ACC: max(history[tags.TEST_ACC], default=None),
-        tags.TEST_LOSS: progress.test_loss if finished else None,
-        tags.mean_key(tags.GRAD_REL_L2): _mean(history[tags.GRAD_REL_L2]),
-        # .get: a checkpoint from before the floor; a float64 run's ratios are nan (its floor is 0)
-        tags.mean_key(tags.GRAD_FLOOR): _mean(history.get(tags.GRAD_FLOOR, [])),
-        tags.mean_key(tags.GRAD_FLOOR_RATIO): _mean([r for r in history.get(tags.GRAD_FLOOR_RATIO, []) if not math.isnan(r)]),
-        tags.TF32: all(tf32_state()),  # what the run ran with: trainer.tf32, as set_tf32 applied it
-        tags.PEAK_MIB: max(history[tags.PEAK_MIB], default=None),
-        tags.STEP_MS: _mean(history[tags.STEP_MS]),
-        **progress.last_nfe,
-        "device": str(device),
-        "git": git_revision(),
-    }
+def main() -> None:
+    """The console script: options no configs/<group>/ holds are refused in one line (with a "did
+    you mean") before Hydra composes anything; then Hydra runs the job(s). Any config error exits
+    CONFIG_EXIT, Hydra's own (which it reports with exit 1) too."""
+    try:
+        check_options(sys.argv[1:], CONFIG_DIR)
+    except ConfigError as error:
+        print(f"anode-train: {error}", file=sys.stderr)
+        raise SystemExit(CONFIG_EXIT) from None
+    try:
+        hydra_main()
+    except SystemExit as exit:
+        raise SystemExit(CONFIG_EXIT if exit.code == 1 and not ConfigComposed.composed else exit.code) from None
+    except Exception:  # HYDRA_FULL_ERROR=1: Hydra re-raises instead of exiting 1
+        if ConfigComposed.composed:
+            raise
+        import traceback
 
-
-def write_results(cfg: DictConfig, writer, metrics: dict, context: Distributed) -> None:
-    """The run's status text and its hparams (TensorBoard's HPARAMS tab compares a sweep by them)."""
-    trainer = cfg.trainer
-    hparams = {
-        "dataset": cfg.dataset.name, "model": cfg.model.name, "solver": cfg.solver.name,
-        "steps": cfg.solver.steps if cfg.solver.steps is not None else -1, "grad": cfg.grad.name,
-        "lr": trainer.lr, "batch_size": trainer.batch_size, "seed": trainer.seed if trainer.seed is not None else -1,
-        "precision": trainer.precision, "tf32": metrics[tags.TF32], "processes": context.world_size,
-    }
-    final = {f"{tags.FINAL_PREFIX}{k}": v for k, v in metrics.items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    status = metrics[tags.STATUS] if metrics[tags.FAILURE] is None else f"{metrics[tags.STATUS]}: {metrics[tags.FAILURE]}"
-    writer.add_text(tags.STATUS_TEXT, status, metrics[tags.STEPS])
-    writer.add_hparams(hparams, final, run_name=".")
-    writer.close()
+        traceback.print_exc()
+        raise SystemExit(CONFIG_EXIT) from None
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     """Validate, refuse to overwrite, train; every refusal is one line on stderr and exit code 2, and
-    leaves the run dir as it was."""
+    leaves the run dir as it was (a run dir this refusal would leave empty is removed)."""
     run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     record = invocation_record(cfg)  # before trainer.resume=auto is resolved below
     context = Distributed()
@@ -207,10 +197,43 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, DataError, CheckpointError) as error:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
             print(f"anode-train: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+            remove_if_empty(run_dir)
+        raise SystemExit(CONFIG_EXIT) from None
     finally:
         shutdown(context)
     return metrics["test/acc"]
+
+
+class SweepNames(Callback):
+    """Hydra callback (configs/train.yaml, hydra.callbacks) for sweeps. At the start it names the
+    jobs by what the sweep varies: every task override that takes one value (`experiment=smoke`,
+    `trainer.epochs=1`) joins hydra.job.config.override_dirname.exclude_keys, so job folders read
+    `0_grad=direct`. (The jobs' configs are composed from the sweep's hydra overrides, so one
+    more override there reaches every job, under any launcher.) At the end it prints the sweep dir
+    and the anode-report command for it."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        fixed = [o.key_or_group for o in overrides if not o.is_sweep_override()]
+        excluded = list(dict.fromkeys([*config.hydra.job.config.override_dirname.exclude_keys, *fixed]))
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.overrides.hydra.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir).absolute()
+        statuses = [json.loads(p.read_text()).get("status") for p in sorted(sweep_dir.glob("*/metrics.json"))]
+        counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)) or "no finished job"
+        print(f"anode-train: sweep of {len(statuses)} runs ({counts}) in {sweep_dir}\n"
+              f"compare them with: anode-report {shlex.quote(str(sweep_dir))}", file=sys.stderr)
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Drop the run dir Hydra made for a run that was then refused, if nothing is in it (the
+    configs delay train.log's creation to its first line, so a refused run leaves none)."""
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()  # only an empty directory goes
 
 
 def check_distributed(cfg: DictConfig, run_dir: Path, context: Distributed) -> None:

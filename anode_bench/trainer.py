@@ -11,7 +11,6 @@ import contextlib
 import logging
 import math
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,8 +219,9 @@ class Trainer:
         sums = EpochSums(torch.tensor(carried.loss_sum, device=self.device), torch.tensor(carried.correct, device=self.device),
                          carried.seen)
         timer, window_peak, failure = StepTimer(self.device), 0.0, None
+        # a bar on a terminal only (disable=None: tqdm's own isatty check); else plain lines at log steps
         bar = tqdm(range(progress.step_in_epoch, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{self.epochs}",
-                   leave=False, disable=not context.is_main)
+                   leave=False, disable=None if context.is_main else True)
         for _ in bar:
             images, labels = next(batches)
             images = images.contiguous(memory_format=self.memory_format)
@@ -251,7 +251,7 @@ class Trainer:
             progress.last_nfe = nfe_counts(self.net)  # before evaluation overwrites the blocks' last solve
             log_step = progress.step % self.log_every == 0 or progress.step_in_epoch == self.steps_per_epoch
             if log_step:
-                failure = self.log_window(loss, timer, window_peak, sums, bar)
+                failure = self.log_window(epoch, loss, timer, window_peak, sums, bar)
                 window_peak = 0.0
                 if failure is not None:
                     break
@@ -262,7 +262,7 @@ class Trainer:
         self.end_epoch(epoch, sums, timer, diverged=failure is not None)
         return failure
 
-    def log_window(self, loss, timer: StepTimer, window_peak: float, sums: EpochSums, bar) -> str | None:
+    def log_window(self, epoch: int, loss, timer: StepTimer, window_peak: float, sums: EpochSums, bar) -> str | None:
         """The log point: one read-back per window (the loss is the global batch's), which also
         synchronizes the timing. Returns a failure if the training loss is not finite."""
         step, writer, history = self.progress.step, self.writer, self.progress.history
@@ -276,7 +276,11 @@ class Trainer:
             writer.add_scalar(tags.PEAK_MIB, window_peak, step)
             history[tags.PEAK_MIB].append(window_peak)
         history[tags.STEP_MS].append(step_ms)
-        bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{float(sums.correct) / max(sums.seen, 1):.3f}")
+        train_acc = float(sums.correct) / max(sums.seen, 1)
+        bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{train_acc:.3f}")
+        if bar.disable and self.context.is_main:
+            log.info(f"epoch {epoch + 1}/{self.epochs} step {self.progress.step_in_epoch}/{self.steps_per_epoch}: "
+                     f"loss {step_loss:.4f}, train acc {train_acc:.4f}, {step_ms:.0f} ms/step")
         return None if math.isfinite(step_loss) else f"step {step}: training loss {step_loss}"
 
     def stop(self, sums: EpochSums, signum: int | None) -> None:
@@ -342,8 +346,3 @@ class Trainer:
                 log.warning(f"stopping: {failure}")
                 return failure
         return None
-
-
-def print_line(message: str) -> None:
-    """One line to stderr (what anode-train says besides the log)."""
-    print(message, file=sys.stderr)

@@ -59,3 +59,86 @@ def test_ode_block_checks_settings_at_construction():
     with pytest.raises(ValueError, match="grad 'naive' unknown"):
         block.configure(grad="naive")
     assert block.grad == "direct"  # a refused change leaves the block as it was
+
+
+# --- anode-train's config: unknown keys and options name what is allowed --------------------------
+
+import os  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from anode_bench.config import ConfigError, check_options, validate  # noqa: E402
+from anode_bench.build import ode_settings  # noqa: E402
+from anode_bench.config import CONFIG_DIR  # noqa: E402
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+solver.stepz=2", "solver.stepz is not a key of solver; did you mean solver.steps? its keys: name, steps, rtol, atol, "
+                        "max_steps, t0, t1, eta"),
+    ("+trainer.epoch=3", "trainer.epoch is not a key of trainer; did you mean trainer.epochs? its keys: epochs, batch_size,"),
+    ("+dataset.trainsize=8", "dataset.trainsize is not a key of dataset; did you mean dataset.train_size? its keys: name,"),
+    ("+grad_check.evry=8", "grad_check.evry is not a key of grad_check; did you mean grad_check.every? its keys: every,"),
+    ("+model.arch.widthz=[4]", "model.arch.widthz is not a key of model.arch; did you mean model.arch.widths"),
+    ("grad=revolve +grad.checkpoint=3", "grad 'revolve' has no option checkpoint; its options: checkpoints"),
+])
+def test_an_unknown_key_in_any_group_lists_the_groups_keys(override, message):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=override.split())
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["grad=ACA"], "grad=ACA is not an option of grad; did you mean grad=aca? choose from aca, adjoint, anode, direct,"),
+    (["model=resnet18"], "model=resnet18 is not an option of model; did you mean model=resnet or model=resnet18_aca? choose from"),
+    (["-m", "grad=direct,acaa"], "grad=acaa is not an option of grad; did you mean grad=aca?"),
+    (["experiment=cpu_budget"], "experiment=cpu_budget is not an option of experiment; did you mean experiment=aca_cifar10_cpu_budget?"),
+    (["solver=rk5"], "solver=rk5 is not an option of solver; did you mean solver=rk4?"),
+    (["trainer.lrr=3"], "trainer.lrr is not a key of trainer; did you mean trainer.lr? its keys: epochs,"),
+    (["dataset.paht=x.npz"], "dataset.paht is not a key of dataset; did you mean dataset.path? its keys: name,"),
+])
+def test_an_unknown_option_gets_a_did_you_mean(arguments, message):
+    with pytest.raises(ConfigError) as error:
+        check_options(arguments, CONFIG_DIR)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
+    check_options(["-m", "grad=direct,aca", "solver=glob(*)", "experiment=null", "solver.steps=1,2", "+model.arch.widths=[4,8]",
+                   "~grad_check", "--cfg", "job", "hydra/launcher=joblib"], CONFIG_DIR)
+
+
+def anode_train_cli(args, cwd):
+    return subprocess.run([sys.executable, "-m", "anode_bench.train", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"})
+
+
+@pytest.mark.parametrize("override, first_line", [
+    ("grad=ACA", "anode-train: grad=ACA is not an option of grad; did you mean grad=aca?"),
+    ("+solver.stepz=2", "anode-train: solver.stepz is not a key of solver; did you mean solver.steps?"),
+    ("trainer.lrr=3", "anode-train: trainer.lrr is not a key of trainer; did you mean trainer.lr?"),
+    ("solver.rtol=0.1", "Could not override 'solver.rtol'."),  # euler has no rtol: Hydra's report, the config exit code
+    ("trainer.epochs=0", "anode-train: trainer.epochs must be >= 1, got 0"),  # refused by the job, in the dir Hydra made
+])
+def test_every_config_error_exits_2_and_leaves_no_run_dir(tmp_path, override, first_line):
+    run_dir = tmp_path / "run"
+    result = anode_train_cli(["experiment=smoke", override, f"hydra.run.dir={run_dir}"], tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[0].startswith(first_line), result.stderr
+    assert not run_dir.exists() and not (tmp_path / "outputs").exists()
+
+
+def test_help_introduces_anode_train_and_the_configs_suggest_only_real_options(tmp_path):
+    result = anode_train_cli(["--help"], tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("anode-train: train a neural-ODE classifier") and "powered by Hydra" not in result.stdout
+    assert "exit 2" in result.stdout
+    options = {p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml")}
+    for config in Path(CONFIG_DIR).rglob("*.yaml"):
+        suggested = set(re.findall(r"experiment=(\w+)", config.read_text()))
+        assert suggested <= options | {"null"}, (config, suggested - options)

@@ -42,9 +42,12 @@ def comparable(run_dir):
     return {k: v for k, v in metrics.items() if not k.startswith("time/") and k != "git"}
 
 
-def test_sigterm_checkpoints_and_resume_ends_with_the_same_metrics(tmp_path):
-    interrupted = tmp_path / "interrupted"
-    process = anode_train([*RUN, f"hydra.run.dir={interrupted}"], tmp_path)
+def test_sigterm_checkpoints_and_the_printed_resume_command_ends_with_the_same_metrics(tmp_path):
+    """The resume command the stopped run logs, pasted into a shell from another directory, continues
+    it: it carries the run's own overrides (here a sweep-like dir name with `,` and `=`, and a list)."""
+    interrupted = tmp_path / "job=0,grad=direct"
+    run = [*RUN, "+model.arch.widths=[4,8,16,32]"]
+    process = anode_train([*run, f"hydra.run.dir='{interrupted}'"], tmp_path)
     deadline = time.time() + 240
     while not (interrupted / "checkpoints").exists():  # the first epoch is done: stop during the second
         assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
@@ -52,17 +55,25 @@ def test_sigterm_checkpoints_and_resume_ends_with_the_same_metrics(tmp_path):
     process.send_signal(signal.SIGTERM)
     code, stderr = finished(process)
     assert code == 128 + signal.SIGTERM, stderr[-2000:]
-    assert "continue with trainer.resume=true" in (interrupted / "train.log").read_text()
+    [hint] = [line.split("continue with trainer.resume=true: ", 1)[1] for line in
+              (interrupted / "train.log").read_text().splitlines() if "continue with trainer.resume=true: " in line]
     assert not (interrupted / "metrics.json").exists()
 
-    code, stderr = finished(anode_train([*RUN, f"hydra.run.dir={interrupted}", "trainer.resume=true"], tmp_path))
-    assert code == 0, stderr[-2000:]
+    bin_dir = tmp_path / "bin"  # `anode-train` as this Python runs it
+    bin_dir.mkdir()
+    (bin_dir / "anode-train").write_text(f'#!/bin/sh\nexec {sys.executable} -m anode_bench.train "$@"\n')
+    (bin_dir / "anode-train").chmod(0o755)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code, stderr = finished(subprocess.Popen(["bash", "-c", hint], cwd=elsewhere, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                             text=True, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}))
+    assert code == 0, (hint, stderr[-2000:])
     assert "resuming from" in (interrupted / "train.log").read_text()
     # each invocation's record is kept: the interrupted one's moved aside, the resume's in .hydra
     assert [recorded_resume(interrupted / d) for d in (".hydra.1", ".hydra")] == [False, True]
 
     uninterrupted = tmp_path / "uninterrupted"
-    code, stderr = finished(anode_train([*RUN, f"hydra.run.dir={uninterrupted}"], tmp_path))
+    code, stderr = finished(anode_train([*run, f"hydra.run.dir={uninterrupted}"], tmp_path))
     assert code == 0, stderr[-2000:]
     assert comparable(interrupted) == comparable(uninterrupted)
     assert len(list((uninterrupted / "checkpoints").glob("*.pt"))) == 2  # the newest two are kept
@@ -116,6 +127,54 @@ def test_a_refused_run_leaves_every_file_of_the_run_dir_as_it_was(tmp_path):
     assert files(run_dir) == written
 
 
+TINY = ["experiment=smoke", "trainer.max_steps_per_epoch=2", "grad_check.every=0", "dataset.train_size=128",
+        "dataset.test_size=32", "solver=rk4", "grad=aca", "trainer.batch_size=32"]
+
+
+def test_resume_refuses_a_changed_config_in_one_line_naming_the_keys(tmp_path):
+    """A resume with only some of the run's overrides (rk4 + aca + batch 32 resumed as euler + direct
+    + batch 64) is refused in one line that names each differing key, and leaves every file as it
+    was; the run's own overrides plus keys that may change on resume (device, log_every, threads)
+    are accepted, and trainer.resume_override=true continues a changed config on purpose."""
+    run_dir = tmp_path / "run"
+    code, stderr = finished(anode_train([*TINY, f"hydra.run.dir={run_dir}"], tmp_path))
+    assert code == 0, stderr[-2000:]
+    written = files(run_dir)
+
+    code, stderr = finished(anode_train(["experiment=smoke", "trainer.max_steps_per_epoch=2", "grad_check.every=0",
+                                         "dataset.train_size=128", "dataset.test_size=32", "trainer.resume=true",
+                                         f"hydra.run.dir={run_dir}"], tmp_path))
+    assert code == 2
+    [line] = stderr.strip().splitlines()
+    assert line.startswith("anode-train: trainer.resume: the config differs from the one ")
+    assert " was trained with in grad.name (aca -> direct), solver.name (rk4 -> euler), trainer.batch_size (32 -> 64); " in line
+    assert line.endswith("or set trainer.resume_override=true to continue with this config")
+    assert files(run_dir) == written
+
+    code, stderr = finished(anode_train([*TINY, "trainer.resume=true", "trainer.device=cpu", "trainer.log_every=1",
+                                         "trainer.threads=1", f"hydra.run.dir={run_dir}"], tmp_path))
+    assert code == 0, stderr[-2000:]
+    code, stderr = finished(anode_train([*TINY[:-1], "trainer.resume=true", "trainer.resume_override=true",
+                                         f"hydra.run.dir={run_dir}"], tmp_path))
+    assert code == 0, stderr[-2000:]
+
+
+def test_an_old_checkpoint_without_a_config_is_compared_with_its_run_record(tmp_path):
+    from anode_bench.checkpoint import changed_keys, checkpoint_config
+
+    path = save_checkpoint(tmp_path, 3, {"step": 3})
+    assert checkpoint_config(torch.load(path, weights_only=True), path) is None  # nothing to compare with
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("solver:\n  name: rk4\ntrainer:\n  resume: false\n")
+    trained = checkpoint_config(torch.load(path, weights_only=True), path)
+    assert trained == {"solver": {"name": "rk4"}, "trainer": {"resume": False}}
+    now = {"solver": {"name": "euler"}, "trainer": {"resume": True, "tf32": True}}
+    assert changed_keys(trained, now, ignored=("trainer.resume",)) == {
+        "solver.name": ("rk4", "euler"), "trainer.tf32": ("<absent>", True)}
+    own = save_checkpoint(tmp_path, 4, {"config": "solver:\n  name: heun\n"})  # its own config comes first
+    assert checkpoint_config(torch.load(own, weights_only=True), own) == {"solver": {"name": "heun"}}
+
+
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     save_checkpoint(tmp_path, 4, {"step": 4})
     save_checkpoint(tmp_path, 8, {"step": 8})
@@ -149,7 +208,7 @@ def test_a_multirun_with_one_diverging_job_finishes_both(tmp_path):
     ("trainer.epochs=0", "trainer.epochs must be >= 1, got 0"),
     ("trainer.lr=-0.1", "trainer.lr must be > 0"),
     ("trainer.lr=fast", "trainer.lr: Value 'fast' of type 'str' could not be converted to Float"),
-    ("+trainer.epoch=3", "trainer.epoch: Key 'epoch' not in 'TrainerConfig'"),
+    ("+trainer.epoch=3", "trainer.epoch is not a key of trainer; did you mean trainer.epochs?"),
     ("trainer.batch_size=0", "trainer.batch_size and eval_batch_size must be >= 1"),
     ("trainer.schedule=linear", "trainer.schedule 'linear' unknown; choose from step, cosine, constant"),
     ("trainer.device=tpu", "trainer.device 'tpu' unknown; choose from auto, cpu, cuda"),
@@ -195,7 +254,7 @@ def test_a_batch_larger_than_the_training_set_is_refused_before_anything_is_writ
     assert code == 2
     assert stderr.strip().splitlines() == ["anode-train: trainer.batch_size=128 exceeds the 64 training images; "
                                            "choose trainer.batch_size <= 64 or more images (dataset.train_size)"]
-    assert {p.name for p in run_dir.iterdir()} <= {"train.log"}  # no record, events or checkpoints: free to rerun
+    assert not run_dir.exists()  # no record, events, checkpoints or empty train.log: free to rerun
 
 
 def test_the_cli_answers_bad_input_with_one_line_and_exit_2_before_touching_data(tmp_path):

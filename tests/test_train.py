@@ -149,3 +149,129 @@ def test_a_run_refuses_a_directory_that_already_holds_results(tmp_path):
     result = run_cli([*SMOKE, f"hydra.run.dir={run_dir}"], tmp_path)
     assert result.returncode != 0 and "already holds a run" in result.stderr
     assert (run_dir / "metrics.json").read_text() == '{"status": "completed"}'
+
+
+PROFILED = """
+import os, sys, warnings
+import torch
+from anode_bench.metrics import peak_memory_mib
+x = torch.randn(256, 256)
+def work():
+    global x
+    x = x @ x  # frees a block made before the profiler started: c10's "unknown size" line
+    os.write(2, b"native: a real warning\\n")
+    warnings.warn("python: a real warning")
+for _ in range(2):
+    print(peak_memory_mib(work))
+"""
+
+
+def test_cpu_memory_probe_drops_the_profilers_chatter_and_nothing_else(tmp_path):
+    """A healthy CPU probe prints no `USDT ... profiler_start`, `gpuGetDeviceCount failed` or
+    `Memory block of unknown size`; what else reaches fd 2 in the window still arrives, in order."""
+    result = subprocess.run([sys.executable, "-c", PROFILED], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert [line for line in lines if "a real warning" not in line and not line.startswith("  ")] == []
+    assert sum("native: a real warning" in line for line in lines) == 2
+    assert any("UserWarning: python: a real warning" in line for line in lines)
+    assert all(float(peak) > 0.2 for peak in result.stdout.split())  # the 256x256 float32 product: 0.25 MiB
+
+
+def test_a_sweep_names_jobs_by_what_it_swept_and_ends_with_the_report_command(tmp_path):
+    """An absolute dataset.path in a sweep made nested folders (its / in the job name); now paths and
+    the overrides a sweep does not vary stay out of the names."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = lambda n: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)  # noqa: E731
+    data = tmp_path / "data" / "cifar10_tiny.npz"
+    data.parent.mkdir()
+    np.savez(data, x_train=images(64), y_train=rng.integers(0, 10, 64), x_test=images(16), y_test=rng.integers(0, 10, 16))
+    sweep = tmp_path / "sweep"
+    result = run_cli(["-m", "dataset=cifar10", f"dataset.path={data}", "model=resnet_tiny", "trainer.device=cpu",
+                      "trainer.epochs=1", "trainer.batch_size=32", "trainer.max_steps_per_epoch=1", "grad_check.every=0",
+                      "grad=direct,aca", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in sweep.iterdir()) == ["0_grad=direct", "1_grad=aca", "multirun.yaml"]
+    assert all((sweep / job / "metrics.json").exists() for job in ("0_grad=direct", "1_grad=aca"))
+    assert result.stderr.strip().splitlines()[-2:] == [f"anode-train: sweep of 2 runs (2 completed) in {sweep}",
+                                                       f"compare them with: anode-report {sweep}"]
+
+
+def test_a_run_off_a_terminal_prints_where_it_writes_plain_progress_lines_and_a_summary(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli([*SMOKE, f"hydra.run.dir={run_dir}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert "\r" not in console  # no progress bar redraws in a log file
+    lines = [line.split("] - ", 1)[1] for line in console.splitlines() if "] - " in line]
+    assert lines[0] == f"run dir {run_dir}: resnet_tiny, euler N_t=2, grad direct, 1 epoch of 3 steps on cpu"
+    assert "epoch 1/1 step 2/3: loss " in lines[1]
+    assert lines[-1].startswith("completed after 1 epoch, 3 steps: test acc ")
+    assert f"Written to {run_dir}: metrics.json" in lines[-1] and "peak memory" in lines[-1]
+    assert [line for line in console.splitlines() if "] - " not in line and line.strip()] == []  # nothing else
+
+
+def hparams_of(run_dir):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    content = accumulator.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in info.hparams.items()}, accumulator
+
+
+def test_metrics_and_hparams_name_the_run_and_each_tag_family_has_one_x_axis(tmp_path):
+    """metrics.json says which model, grad and solver (N_t, or rtol/atol when adaptive) it measured
+    and the wall time; HParams carries rtol/atol; one event file, per-step tags on the global step,
+    per-epoch tags on the epoch, final/* on the last step (never a second file at step 0)."""
+    run_dir = tmp_path / "run"
+    result = run_cli([*SMOKE, "trainer.epochs=2", "solver=heun_euler", "solver.rtol=0.05", "solver.atol=0.02",
+                      f"hydra.run.dir={run_dir}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {k: metrics[k] for k in ("model", "grad", "solver", "solver.steps", "solver.rtol", "solver.atol")} == {
+        "model": "resnet_tiny", "grad": "direct", "solver": "heun_euler", "solver.steps": None, "solver.rtol": 0.05,
+        "solver.atol": 0.02}
+    assert 0 < metrics["time/wall_s"] < 300
+    assert [p.name for p in run_dir.rglob("events.out.tfevents.*")] == [p.name for p in run_dir.glob("events.out.tfevents.*")]
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    hparams, accumulator = hparams_of(run_dir)
+    assert (hparams["rtol"], hparams["atol"], hparams["steps"], hparams["solver"]) == (0.05, 0.02, -1, "heun_euler")
+    steps = {tag: [e.step for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    for tag in ("train/acc", "train/epoch_loss", "test/acc", "test/loss", "time/epoch_s", "throughput/img_s"):
+        assert steps[tag] == [1, 2], (tag, steps[tag])
+    for tag in ("train/loss", "time/step_ms", "nfe/forward"):
+        assert steps[tag] == [2, 3, 4, 6], (tag, steps[tag])  # every log_every=2nd step, and each epoch's last (3, 6)
+    assert steps["grad_error/rel_l2"] == [0, 2, 4]
+    finals = [tag for tag in steps if tag.startswith("final/")]
+    assert "final/test/acc" in finals and all(steps[tag] == [6] for tag in finals)
+
+
+def test_a_run_on_a_terminal_shows_the_progress_bar_instead_of_step_lines(tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()  # stdout (Hydra's log lines) and stderr (tqdm) are a terminal
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns (a new pty has 0)
+    process = subprocess.Popen([sys.executable, "-m", "anode_bench.train", *SMOKE, f"hydra.run.dir={tmp_path / 'run'}"],
+                               cwd=tmp_path, stdout=terminal, stderr=terminal, env=os.environ.copy())
+    os.close(terminal)
+    console = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the run closed its end
+            break
+        if not chunk:
+            break
+        console += chunk
+    assert process.wait(timeout=300) == 0, console[-3000:]
+    text = console.decode(errors="replace")
+    assert "epoch 1/1: " in text and "\r" in text and "it/s" in text  # tqdm's bar
+    assert "epoch 1/1 step " not in text  # no plain step lines beside it
