@@ -26,7 +26,8 @@ from bench_methods import count_ops
 from hydra import compose, initialize_config_dir
 from torch.profiler import ProfilerActivity, profile
 
-from anode_bench.train import CONFIG_DIR, autocast, make_model, with_layout_and_compile
+from anode_bench.build import PRECISIONS, make_model, with_layout_and_compile
+from anode_bench.config import CONFIG_DIR
 
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize")
 
@@ -86,7 +87,7 @@ def main():
     precision = trainer.get("precision", "fp32")
 
     def step():
-        with autocast(precision, device):
+        with PRECISIONS[precision].autocast(device):
             loss = torch.nn.functional.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -72,7 +72,6 @@ from pathlib import Path  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from anode_bench.config import ConfigError, check_options, validate  # noqa: E402
-from anode_bench.build import ode_settings  # noqa: E402
 from anode_bench.config import CONFIG_DIR  # noqa: E402
 
 
