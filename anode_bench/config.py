@@ -146,17 +146,17 @@ class TrainerConfig:
 
 
 @dataclass
-class GradCheckConfig:
+class ProbeConfig:
     every: int = 100
     reference: str = "discrete"
     fine_factor: int = 8
     batch_size: int = 32
 
     def __post_init__(self):
-        _require(self.every >= 0, f"grad_check.every must be >= 0 (0: never), got {self.every}")
-        _require(self.reference in ("discrete", "fine"), f"grad_check.reference {self.reference!r} unknown; choose from discrete, fine")
-        _require(self.fine_factor >= 2, f"grad_check.fine_factor must be >= 2, got {self.fine_factor}")
-        _require(self.batch_size >= 2, f"grad_check.batch_size must be >= 2 (BatchNorm in train mode), got {self.batch_size}")
+        _require(self.every >= 0, f"probe.every must be >= 0 (0: never), got {self.every}")
+        _require(self.reference in ("discrete", "fine"), f"probe.reference {self.reference!r} unknown; choose from discrete, fine")
+        _require(self.fine_factor >= 2, f"probe.fine_factor must be >= 2, got {self.fine_factor}")
+        _require(self.batch_size >= 2, f"probe.batch_size must be >= 2 (BatchNorm in train mode), got {self.batch_size}")
 
 
 @dataclass
@@ -189,7 +189,7 @@ class GradcheckConfig:
 
 
 # One schema per config section; `gradcheck` exists in anode-gradcheck's config only.
-SCHEMAS = {"dataset": DatasetConfig, "model": ModelConfig, "trainer": TrainerConfig, "grad_check": GradCheckConfig,
+SCHEMAS = {"dataset": DatasetConfig, "model": ModelConfig, "trainer": TrainerConfig, "probe": ProbeConfig,
            "gradcheck": GradcheckConfig}
 # the solver group's keys: ODEBlock's solve settings (grad and grad_options come from the grad group)
 SOLVER_KEYS = ("name", "steps", "rtol", "atol", "max_steps", "t0", "t1", "eta")

@@ -3,7 +3,7 @@ cut from a device permutation, then cropped (pad 4), flipped and normalized on t
 loader never waits on the host (after airbench's CifarLoader).
 
 Sources: torchvision's CIFAR10/CIFAR100 (downloaded into `root` unless already there), an .npz
-file with x_train/y_train/x_test/y_test (../shared/data/README.md's layout), or `synthetic`, a
+file with arrays x_train [N, 32, 32, 3] uint8, y_train [N], x_test, y_test, or `synthetic`, a
 generated learnable CIFAR-shaped task for offline smoke runs and tests.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ initial weights) and one batch of real or synthetic images, every gradient metho
 
 - the relative L2 error and cosine of dL/dθ against float64 `direct` backprop on the grid each
   block accepted (`discrete`: is this the gradient of the network that ran?) and on a fine grid
-  (`fine`: rk4 at grad_check.fine_factor x the accepted steps, the gradient of the continuous ODE),
+  (`fine`: rk4 at probe.fine_factor x the accepted steps, the gradient of the continuous ODE),
   overall and per ODE block, beside the precision floor: `direct` on the same grid at the same
   dtype (and TF32 setting) against the same reference, and the error in units of it
   (floor_ratio ≈ 1: rounding; ≫ 1: the method's own error) (anode_bench.metrics.gradient_error);
@@ -118,7 +118,7 @@ def measure(model, images, labels, combination: dict, cfg: DictConfig, device, p
         for reference in cfg.gradcheck.references:
             with precision.autocast(device):  # the reference is float64 regardless
                 errors = gradient_error(model, images, labels, reference=reference,
-                                        fine_factor=cfg.grad_check.fine_factor, cache=references)
+                                        fine_factor=cfg.probe.fine_factor, cache=references)
             for tag, value in errors.items():
                 row[f"{tag.split('/')[1]}_{reference}"] = value
         work()  # allocates the parameters' .grad, so memory counts the step itself
@@ -164,7 +164,7 @@ def markdown(rows: list[dict], cfg: DictConfig, header: dict) -> str:
         f"{header['images']}, {cfg.trainer.precision} on {header['device']}"
         f"{' (TF32 ' + ('on' if cfg.trainer.tf32 else 'off') + ')' if header['device'].startswith('cuda') else ''}. "
         "Reference: float64 `direct` backprop on the grid each block accepted (`discrete`) and rk4 at "
-        f"{cfg.grad_check.fine_factor}x as many steps (`fine`). Rel. error = ‖g − g_ref‖ / ‖g_ref‖ over all "
+        f"{cfg.probe.fine_factor}x as many steps (`fine`). Rel. error = ‖g − g_ref‖ / ‖g_ref‖ over all "
         "parameters; floor: the same for `direct` on the same grid in the same dtype, the rounding error any "
         "exact method shares (with `fine` it adds the grid's discretization error); ÷ floor: rel. error / floor "
         "(≈ 1: indistinguishable from rounding, ≫ 1: the method's own error; — in float64, whose floor is the "

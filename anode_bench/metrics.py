@@ -135,7 +135,7 @@ def gradient_error(model, images, labels, *, reference: str = "discrete", fine_f
     g_floor when the solver, grids, model dtype, autocast state and TF32 switches are.
     """
     if reference not in ("discrete", "fine"):
-        raise ValueError(f"grad_check.reference {reference!r} unknown; choose from discrete, fine")
+        raise ValueError(f"probe.reference {reference!r} unknown; choose from discrete, fine")
     devices = [images.device] if images.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         rng = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]

@@ -416,7 +416,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 # ------------------------------------------------------------------------------------- comparison
 
-GROUPS = ("grad", "solver", "model", "dataset", "trainer", "grad_check")
+GROUPS = ("grad", "solver", "model", "dataset", "trainer", "probe")
 SHORTHANDS = {"discrete": "grad=direct,solver=euler,solver.steps=1"}
 
 
@@ -877,7 +877,7 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
                                  | {f"grad_error.png, against {p}": s for p, s in error.items()})
 
     devices = sorted({str(r.metrics.get("device")) for r in runs if r.metrics.get("device")})
-    references = sorted({f"{r.get('grad_check.reference')}" for r in runs if r.get("grad_check.reference")})
+    references = sorted({f"{r.get('probe.reference')}" for r in runs if r.get("probe.reference")})
     diverged = sum(r.metrics.get("status") == "diverged" for r in runs)
     sources = " ".join(str(r) for r in roots) + (f" --out {out}" if out != base else "")
     floors = any(tags.mean_key(tags.GRAD_FLOOR) in r.metrics for r in runs)
@@ -891,7 +891,7 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         "chart per tag).",
         "",
         "Accuracy in %; grad error: mean relative L2 error of the gradient against float64 `direct` "
-        f"(grad_check.reference = {', '.join(references) or '?'}) over the run's probes; "
+        f"(probe.reference = {', '.join(references) or '?'}) over the run's probes; "
         + ("floor: the same measure for `direct` at the run's own precision on the same grid (what the arithmetic "
            "alone costs); error / floor: 1 means the method is at the rounding level; " if floors else "")
         + "peak MiB: the largest training-step peak (CUDA allocator, or on the CPU the allocations at probe steps "

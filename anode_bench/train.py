@@ -86,7 +86,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     if steps_per_epoch == 0:  # checked before anything is written into run_dir
         raise ConfigError(f"trainer.batch_size={trainer.batch_size} exceeds the {len(train_split.labels)} training images; "
                           f"choose trainer.batch_size <= {len(train_split.labels)} or more images (dataset.train_size)")
-    probe = next(iter(make_loader(train_split, train_split, cfg.grad_check.batch_size, device, precision, train=False)))
+    probe = next(iter(make_loader(train_split, train_split, cfg.probe.batch_size, device, precision, train=False)))
 
     net = make_model(cfg, device).to(precision.dtype)  # what evaluation, the probe and checkpoints use
     if context.active and trainer.sync_bn:
@@ -122,7 +122,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
 
     loop = Trainer(net, model, optimizer, scheduler, train_loader, test_loader, steps_per_epoch=steps_per_epoch,
                    epochs=trainer.epochs, log_every=trainer.log_every, precision=precision, memory_format=memory_format,
-                   probe=probe, check=cfg.grad_check, writer=writer, progress=progress, checkpoint=checkpoint,
+                   probe=probe, probe_config=cfg.probe, writer=writer, progress=progress, checkpoint=checkpoint,
                    context=context, device=device, generator=generator)
     try:
         with StopRequest() as stop:

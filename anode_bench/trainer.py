@@ -116,19 +116,19 @@ class Trainer:
     """Trains `net` (through `model`: under torchrun its DDP wrapper) with `optimizer`, writing to
     `writer` and recording into `progress`; `checkpoint()` saves the run's state (rank 0).
 
-    probe: (images, labels) of the fixed gradient-probe batch and the grad_check config; the probe
-    runs every grad_check.every steps on rank 0, on copies of the model, before that step trains.
+    probe: (images, labels) of the fixed gradient-probe batch and the probe config; the probe
+    runs every probe.every steps on rank 0, on copies of the model, before that step trains.
     """
 
     def __init__(self, net, model, optimizer, scheduler, train_loader, test_loader, *, steps_per_epoch: int,
-                 epochs: int, log_every: int, precision, memory_format, probe, check, writer, progress: Progress,
+                 epochs: int, log_every: int, precision, memory_format, probe, probe_config, writer, progress: Progress,
                  checkpoint, context: Distributed, device: torch.device, generator: torch.Generator):
         self.net, self.model, self.optimizer, self.scheduler = net, model, optimizer, scheduler
         self.train_loader, self.test_loader = train_loader, test_loader
         self.steps_per_epoch, self.epochs, self.log_every = steps_per_epoch, epochs, log_every
         self.precision, self.memory_format = precision, memory_format
         self.probe_images, self.probe_labels = probe
-        self.check, self.writer, self.progress, self.checkpoint = check, writer, progress, checkpoint
+        self.probe_config, self.writer, self.progress, self.checkpoint = probe_config, writer, progress, checkpoint
         self.context, self.device, self.generator = context, device, generator
         # adaptive solves can fail on one rank only (MaxStepsError and the like): exchange failures
         self.may_fail = any(block.plan.grid is None for block in net.ode_blocks)
@@ -191,8 +191,8 @@ class Trainer:
         try:
             with self.forward_context():  # the reference is float64 regardless
                 errors = gradient_error(local_copy(self.net) if self.context.active else self.net, self.probe_images,
-                                        self.probe_labels, reference=self.check.reference,
-                                        fine_factor=self.check.fine_factor)
+                                        self.probe_labels, reference=self.probe_config.reference,
+                                        fine_factor=self.probe_config.fine_factor)
         except SOLVE_FAILURES as error:
             return error
         for tag, value in errors.items():
@@ -226,7 +226,7 @@ class Trainer:
             images, labels = next(batches)
             images = images.contiguous(memory_format=self.memory_format)
             step = progress.step
-            measure = bool(self.check.every) and step % self.check.every == 0 and context.is_main
+            measure = bool(self.probe_config.every) and step % self.probe_config.every == 0 and context.is_main
             profiled = measure and self.device.type == "cpu"
             with timer.paused() if measure else contextlib.nullcontext():
                 probe_failure = self.probe(step) if measure else None

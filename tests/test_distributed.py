@@ -28,7 +28,7 @@ from anode_bench.distributed import Distributed, SyncBatchNorm2d
 
 TORCHRUN = shutil.which("torchrun")
 RUN = ["experiment=smoke", "grad=aca", "solver=rk4", "trainer.precision=fp64", "dataset.train_size=256", "dataset.test_size=100",
-       "trainer.max_steps_per_epoch=4", "trainer.log_every=1", "trainer.threads=1", "grad_check.every=2"]
+       "trainer.max_steps_per_epoch=4", "trainer.log_every=1", "trainer.threads=1", "probe.every=2"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
 
 
@@ -150,7 +150,7 @@ def test_sigterm_to_torchrun_checkpoints_once_and_resume_ends_as_an_uninterrupte
     checkpoint, and a resumed run ends with the same metrics (every one but the times) as a
     2-process run never stopped."""
     args = ["experiment=smoke", "dataset.train_size=512", "dataset.test_size=64", "trainer.epochs=3",
-            "trainer.log_every=2", "grad_check.every=5", "trainer.threads=1", "trainer.sync_bn=true",
+            "trainer.log_every=2", "probe.every=5", "trainer.threads=1", "trainer.sync_bn=true",
             "trainer.precision=fp64"]
     interrupted, uninterrupted = tmp_path / "interrupted", tmp_path / "uninterrupted"
     command = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "anode_bench.train", *args]

@@ -80,7 +80,7 @@ from anode_bench.config import CONFIG_DIR  # noqa: E402
                         "max_steps, t0, t1, eta"),
     ("+trainer.epoch=3", "trainer.epoch is not a key of trainer; did you mean trainer.epochs? its keys: epochs, batch_size,"),
     ("+dataset.trainsize=8", "dataset.trainsize is not a key of dataset; did you mean dataset.train_size? its keys: name,"),
-    ("+grad_check.evry=8", "grad_check.evry is not a key of grad_check; did you mean grad_check.every? its keys: every,"),
+    ("+probe.evry=8", "probe.evry is not a key of probe; did you mean probe.every? its keys: every,"),
     ("+model.arch.widthz=[4]", "model.arch.widthz is not a key of model.arch; did you mean model.arch.widths"),
     ("grad=revolve +grad.checkpoint=3", "grad 'revolve' has no option checkpoint; its options: checkpoints"),
 ])
@@ -109,7 +109,7 @@ def test_an_unknown_option_gets_a_did_you_mean(arguments, message):
 
 def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
     check_options(["-m", "grad=direct,aca", "solver=glob(*)", "experiment=null", "solver.steps=1,2", "+model.arch.widths=[4,8]",
-                   "~grad_check", "--cfg", "job", "hydra/launcher=joblib"], CONFIG_DIR)
+                   "~probe", "--cfg", "job", "hydra/launcher=joblib"], CONFIG_DIR)
 
 
 def anode_train_cli(args, cwd):

@@ -1,4 +1,4 @@
-"""The later gradient methods (issue 9), held to the checks the core methods pass.
+"""The gradient methods beyond the papers, held to the checks the core methods pass.
 
 - revolve (binomial checkpointing) and symplectic (symplectic adjoint) compute the exact gradient
   of the discrete network: equal to direct backprop, BatchNorm statistics and dropout included;

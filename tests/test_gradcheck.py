@@ -1,5 +1,5 @@
 """anode-gradcheck: one small run of the CLI writes the table, the CSV and the three plots with a row per
-grad x solver x N_t; the numbers obey the identities of DESIGN.md section 2 (float64)."""
+grad x solver x N_t; the numbers obey the identities of docs/methods.md (float64)."""
 import csv
 import os
 import subprocess

@@ -11,7 +11,7 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-SWEEP = ["experiment=smoke", "trainer.threads=1", "trainer.max_steps_per_epoch=2", "grad_check.every=0",
+SWEEP = ["experiment=smoke", "trainer.threads=1", "trainer.max_steps_per_epoch=2", "probe.every=0",
          "trainer.seed=0,1"]
 
 
@@ -164,7 +164,7 @@ def test_sigterm_to_a_submitit_job_checkpoints_it_and_the_job_resumes_in_place(t
     submitit_plugin()
     sweep = tmp_path / "sweep"
     run = ["hydra/launcher=submitit_local", "experiment=smoke", "trainer.threads=1", "dataset.train_size=512",
-           "dataset.test_size=64", "trainer.epochs=3", "grad_check.every=0", f"hydra.sweep.dir={sweep}"]
+           "dataset.test_size=64", "trainer.epochs=3", "probe.every=0", f"hydra.sweep.dir={sweep}"]
     process = anode_train(["-m", *run], tmp_path)
     deadline = time.time() + 180
     while not list(sweep.glob("0_*/checkpoints/*.pt")):  # the first epoch is done: stop the job in its second

@@ -1,4 +1,4 @@
-"""Memory asymptotics on the CPU allocator (DESIGN.md section 6), for a stack of 4 ODE blocks.
+"""Memory asymptotics on the CPU allocator (docs/metrics.md), for a stack of 4 ODE blocks.
 
 direct keeps every stage of every step: O(L·N_t·s·A). anode keeps block inputs and recomputes
 one block at a time: O(L·|z|) + O(N_t·s·A). aca keeps the accepted states: O(L·N_t·|z|) + O(s·A).

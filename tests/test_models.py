@@ -1,4 +1,4 @@
-"""The ODE-ResNet and SqueezeNext models: the papers' networks, held to the claims of issue 4.
+"""The ODE-ResNet and SqueezeNext models: the papers' networks, held to the papers' code.
 
 - the presets have the papers' parameter counts (ANODE's code: ResNet-18 11,173,962, SqNxt-23 1x 461,466);
 - euler, N_t = 1, direct is exactly the discrete residual network z + f(z);

@@ -105,7 +105,7 @@ def test_a_bf16_smoke_run_logs_the_floor_and_an_exact_method_at_it(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
     args = ["experiment=smoke", "trainer.precision=bf16", "grad=anode", "trainer.tf32=true", "trainer.max_steps_per_epoch=3",
-            "grad_check.every=1", "dataset.train_size=256", "dataset.test_size=64", f"hydra.run.dir={run_dir}"]
+            "probe.every=1", "dataset.train_size=256", "dataset.test_size=64", f"hydra.run.dir={run_dir}"]
     result = subprocess.run([sys.executable, "-m", "anode_bench.train", *args], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -15,7 +15,7 @@ from anode_bench.checkpoint import CheckpointError, load_checkpoint, save_checkp
 from anode_bench.config import CONFIG_DIR, ConfigError, validate
 
 RUN = ["experiment=smoke", "dataset.train_size=512", "dataset.test_size=64", "trainer.epochs=3",
-       "trainer.log_every=3", "grad_check.every=5"]
+       "trainer.log_every=3", "probe.every=5"]
 
 
 def anode_train(args, cwd, **kwargs):
@@ -112,7 +112,7 @@ def test_a_refused_run_leaves_every_file_of_the_run_dir_as_it_was(tmp_path):
     one line; the earlier run's record (.hydra/*.yaml, which Hydra itself would rewrite before the task
     starts) and its train.log stay byte for byte, as do its metrics, events and checkpoints."""
     run_dir = tmp_path / "run"
-    tiny = ["experiment=smoke", "trainer.max_steps_per_epoch=2", "grad_check.every=0", "dataset.train_size=128",
+    tiny = ["experiment=smoke", "trainer.max_steps_per_epoch=2", "probe.every=0", "dataset.train_size=128",
             "dataset.test_size=32", f"hydra.run.dir={run_dir}"]
     code, stderr = finished(anode_train(tiny, tmp_path))
     assert code == 0, stderr[-2000:]
@@ -127,7 +127,7 @@ def test_a_refused_run_leaves_every_file_of_the_run_dir_as_it_was(tmp_path):
     assert files(run_dir) == written
 
 
-TINY = ["experiment=smoke", "trainer.max_steps_per_epoch=2", "grad_check.every=0", "dataset.train_size=128",
+TINY = ["experiment=smoke", "trainer.max_steps_per_epoch=2", "probe.every=0", "dataset.train_size=128",
         "dataset.test_size=32", "solver=rk4", "grad=aca", "trainer.batch_size=32"]
 
 
@@ -141,7 +141,7 @@ def test_resume_refuses_a_changed_config_in_one_line_naming_the_keys(tmp_path):
     assert code == 0, stderr[-2000:]
     written = files(run_dir)
 
-    code, stderr = finished(anode_train(["experiment=smoke", "trainer.max_steps_per_epoch=2", "grad_check.every=0",
+    code, stderr = finished(anode_train(["experiment=smoke", "trainer.max_steps_per_epoch=2", "probe.every=0",
                                          "dataset.train_size=128", "dataset.test_size=32", "trainer.resume=true",
                                          f"hydra.run.dir={run_dir}"], tmp_path))
     assert code == 2
@@ -216,7 +216,7 @@ def test_a_multirun_with_one_diverging_job_finishes_both(tmp_path):
     ("solver.steps=2.5", "steps must be an integer >= 1, got 2.5"),
     ("model.name=vgg", "model.name 'vgg' unknown; choose from resnet, sqnxt"),
     ("grad.name=naive", "grad 'naive' unknown; choose from direct, adjoint, anode, aca"),
-    ("grad_check.reference=coarse", "grad_check.reference 'coarse' unknown; choose from discrete, fine"),
+    ("probe.reference=coarse", "probe.reference 'coarse' unknown; choose from discrete, fine"),
     ("dataset.num_classes=100", "dataset.num_classes=100 does not fit cifar10, which has 10 classes"),
     ("dataset.train_size=0", "dataset.train_size must be >= 1 or null"),
     ("dataset=synthetic dataset.path=x.npz", "dataset.path=x.npz does not apply to dataset=synthetic"),

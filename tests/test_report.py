@@ -38,7 +38,7 @@ from anode_bench.report import (
 from anode_bench.stats import regularized_beta, t_cdf, t_quantile, welch
 
 TINY = ["experiment=smoke", "trainer.epochs=2", "trainer.max_steps_per_epoch=2", "trainer.log_every=1",
-        "grad_check.every=2", "dataset.train_size=128", "dataset.test_size=64"]
+        "probe.every=2", "dataset.train_size=128", "dataset.test_size=64"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -210,7 +210,7 @@ BASE_CONFIG = {
     "solver": {"name": "euler", "steps": 2, "t0": 0.0, "t1": 1.0},
     "grad": {"name": "direct"},
     "trainer": {"epochs": 3, "lr": 0.1, "seed": 0, "device": "auto", "resume": False, "threads": None, "log_every": 50},
-    "grad_check": {"every": 10, "reference": "discrete"},
+    "probe": {"every": 10, "reference": "discrete"},
 }
 
 

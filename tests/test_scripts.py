@@ -71,7 +71,7 @@ def test_gpu_hour_prints_a_row_per_run_of_a_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     result = subprocess.run(
         ["anode-train", "-m", "experiment=smoke", "dataset.train_size=64", "trainer.batch_size=16", "trainer.epochs=1",
-         "trainer.log_every=1", "grad_check.every=0", "grad=aca,direct", f"hydra.sweep.dir={sweep}"],
+         "trainer.log_every=1", "probe.every=0", "grad=aca,direct", f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = subprocess.run([sys.executable, str(SCRIPTS / "gpu_hour.py"), str(sweep), "--train-images", "1000"],

@@ -15,7 +15,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 RUN = ["experiment=smoke", "grad=aca", "solver=rk4", "dataset.train_size=256", "dataset.test_size=64",
-       "trainer.max_steps_per_epoch=3", "trainer.log_every=1", "grad_check.every=1"]
+       "trainer.max_steps_per_epoch=3", "trainer.log_every=1", "probe.every=1"]
 
 
 def anode_train(args, cwd):

@@ -21,13 +21,13 @@ from anode_bench.ode import ODEBlock
 from anode_bench.report import LAYOUT
 
 GROUPS = {group: sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
-          for group in ("dataset", "model", "solver", "grad", "trainer", "grad_check", "experiment")}
+          for group in ("dataset", "model", "solver", "grad", "trainer", "probe", "experiment")}
 TAGS = {
     "train/loss", "train/acc", "test/loss", "test/acc", "grad_error/rel_l2", "grad_error/cosine", "grad_error/block_0",
     "memory/peak_mib", "memory/activation_mib", "nfe/forward", "nfe/backward", "nfe/rejected", "nfe/host_syncs",
     "time/step_ms", "time/epoch_s", "throughput/img_s",
 }
-SMOKE = ["experiment=smoke", "trainer.max_steps_per_epoch=3", "trainer.log_every=2", "grad_check.every=2",
+SMOKE = ["experiment=smoke", "trainer.max_steps_per_epoch=3", "trainer.log_every=2", "probe.every=2",
          "dataset.train_size=256", "dataset.test_size=64"]
 
 
@@ -191,7 +191,7 @@ def test_a_sweep_names_jobs_by_what_it_swept_and_ends_with_the_report_command(tm
     np.savez(data, x_train=images(64), y_train=rng.integers(0, 10, 64), x_test=images(16), y_test=rng.integers(0, 10, 16))
     sweep = tmp_path / "sweep"
     result = run_cli(["-m", "dataset=cifar10", f"dataset.path={data}", "model=resnet_tiny", "trainer.device=cpu",
-                      "trainer.epochs=1", "trainer.batch_size=32", "trainer.max_steps_per_epoch=1", "grad_check.every=0",
+                      "trainer.epochs=1", "trainer.batch_size=32", "trainer.max_steps_per_epoch=1", "probe.every=0",
                       "grad=direct,aca", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in sweep.iterdir()) == ["0_grad=direct", "1_grad=aca", "multirun.yaml"]

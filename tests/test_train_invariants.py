@@ -43,7 +43,7 @@ class Instrumented(ODEResNet):
         super().__init__(num_classes, ode, **kwargs)
         self.dropout, self.record, self.sigterm_at = dropout, record, sigterm_at
         self.scratch_mib, self.scratch_step = scratch_mib, scratch_step
-        self.training_forwards = 0  # the probe's copies see grad_check.batch_size images, not BATCH
+        self.training_forwards = 0  # the probe's copies see probe.batch_size images, not BATCH
 
     def forward(self, x):
         if self.record:
@@ -70,7 +70,7 @@ def instrumented(monkeypatch):
 def config(*overrides, arch=None):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
-            "experiment=smoke", f"trainer.batch_size={BATCH}", "grad_check.batch_size=8", *overrides])
+            "experiment=smoke", f"trainer.batch_size={BATCH}", "probe.batch_size=8", *overrides])
     OmegaConf.set_struct(cfg, False)
     cfg.model.name = "instrumented"
     cfg.model.arch = dict(arch or {})
@@ -149,7 +149,7 @@ def test_inputs_are_normalized_with_the_training_splits_statistics(tmp_path, ins
     test_pixels = data["x_test"].reshape(-1, 3).astype(np.float64) / 255
     assert np.all(np.abs(test_pixels.std(0) / std - 1) > 0.2) and np.all(np.abs(test_pixels.mean(0) - mean) > 0.1)
     cfg = config(f"dataset.path={tmp_path / 'data.npz'}", "dataset.train_size=null", "dataset.test_size=null",
-                 "trainer.max_steps_per_epoch=2", "grad_check.every=1", "trainer.eval_batch_size=32", arch={"record": True})
+                 "trainer.max_steps_per_epoch=2", "probe.every=1", "trainer.eval_batch_size=32", arch={"record": True})
     cfg.dataset.name = "cifar10"  # smoke's synthetic data would ignore dataset.path
     train(cfg, tmp_path / "run", torch.device("cpu"))
     assert {training for training, _ in SEEN} == {True, False}
@@ -178,11 +178,11 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_peak_memory_of_each_log_window_is_that_windows_own(tmp_path, instrumented, device):
     """Step 0 allocates 64 MiB of scratch, no later step does. Log windows of one step; on the CPU the
-    peak is measured at the probe steps 0, 2 and 4 (grad_check.every=2) and logged at 1, 3 and 5, on
+    peak is measured at the probe steps 0, 2 and 4 (probe.every=2) and logged at 1, 3 and 5, on
     CUDA at every step. The first window's peak holds the scratch, every later one must not: a peak
     that is never reset repeats the first window's."""
     cfg = config("dataset.train_size=128", "dataset.test_size=32", "trainer.max_steps_per_epoch=6",
-                 "trainer.log_every=1", "grad_check.every=2", f"trainer.device={device}",
+                 "trainer.log_every=1", "probe.every=2", f"trainer.device={device}",
                  arch={"scratch_mib": 64, "scratch_step": 0})
     run_dir = tmp_path / "run"
     train(cfg, run_dir, torch.device(device))
@@ -212,7 +212,7 @@ def test_a_resumed_run_draws_the_global_random_numbers_of_one_never_stopped(tmp_
     uninterrupted run's to the bit, which they do only if the checkpoint's global RNG state is restored
     (the loader's generator alone does not carry the dropout masks)."""
     run = ["dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=3", "trainer.max_steps_per_epoch=4",
-           "trainer.log_every=2", "grad_check.every=3"]
+           "trainer.log_every=2", "probe.every=3"]
     stopped = tmp_path / "stopped"
     with pytest.raises(SystemExit) as exit_info:
         train(config(*run, arch={"dropout": 0.2, "sigterm_at": 5}), stopped, torch.device("cpu"))
