@@ -134,11 +134,11 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
                         f"{resume_command(run_dir)}")
         raise SystemExit(128 + stopped.signum) from None
     metrics = run_metrics(cfg, progress, failure, wall_before + time.perf_counter() - wall_start, device)
-    write_results(writer, cfg, metrics, context.world_size)
-    writer.close()
-    if context.is_main:
+    if context.is_main:  # the other ranks have no event file to write into
+        write_results(writer, cfg, metrics, context.world_size)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         log.info(summary(metrics, run_dir))
+    writer.close()
     return metrics
 
 
