@@ -142,7 +142,8 @@ class TrainerConfig:
         _require(self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
                  f"trainer.max_steps_per_epoch must be >= 1 or null, got {self.max_steps_per_epoch}")
         _require(isinstance(self.resume, (bool, str)), f"trainer.resume must be true, false, auto or a path, got {self.resume!r}")
-        _require(self.keep_checkpoints >= 2, f"trainer.keep_checkpoints must be >= 2 (one may be cut by a kill), got {self.keep_checkpoints}")
+        _require(self.keep_checkpoints >= 2,
+                 f"trainer.keep_checkpoints must be >= 2 (one may be cut by a kill), got {self.keep_checkpoints}")
 
 
 @dataclass

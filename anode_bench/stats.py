@@ -40,7 +40,8 @@ def _beta_continued_fraction(a: float, b: float, x: float) -> float:
 
 
 def regularized_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b) = B(x; a, b) / B(a, b) for 0 <= x <= 1, a, b > 0; the symmetry I_x(a, b) = 1 - I_{1-x}(b, a) keeps the fraction convergent."""
+    """I_x(a, b) = B(x; a, b) / B(a, b) for 0 <= x <= 1, a, b > 0; the symmetry
+    I_x(a, b) = 1 - I_{1-x}(b, a) keeps the continued fraction convergent."""
     if not 0.0 <= x <= 1.0:
         raise ValueError(f"x={x} must lie in [0, 1]")
     if x in (0.0, 1.0):

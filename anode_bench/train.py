@@ -57,7 +57,7 @@ class _NoWriter:
         return lambda *args, **kwargs: None
 
 
-def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, context: Distributed = Distributed(),
+def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, context: Distributed = Distributed(),  # noqa: B008 (frozen)
           record: dict[str, str] | None = None) -> dict:
     """Train as configured, writing TensorBoard events and metrics.json into run_dir. Returns the metrics.
     `record` (invocation_record) goes to run_dir/.hydra once data and any checkpoint have loaded, so a

@@ -178,8 +178,9 @@ def bench_torchdiffeq(args, device):
     pairs = [("direct", torchdiffeq.odeint, "odeint"), ("adjoint", torchdiffeq.odeint_adjoint, "odeint_adjoint")]
     for steps in args.steps:
         for grad, solve, name in pairs:
-            ours = lambda: odeint(func, z0, solver="rk4", steps=steps, grad=grad, check_finite=False).sum().backward()  # noqa: E731
-            theirs = lambda: solve(func, z0, t, method="rk4", options=dict(step_size=1.0 / steps))[-1].sum().backward()  # noqa: E731
+            # called within this iteration only, so binding the loop variables late is fine
+            ours = lambda: odeint(func, z0, solver="rk4", steps=steps, grad=grad, check_finite=False).sum().backward()  # noqa: E731, B023
+            theirs = lambda: solve(func, z0, t, method="rk4", options=dict(step_size=1.0 / steps))[-1].sum().backward()  # noqa: E731, B023
             ours()
             theirs()
             ours_ms = statistics.median(timed_ms(ours, device) for _ in range(args.repeats))

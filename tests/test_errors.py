@@ -71,8 +71,12 @@ from pathlib import Path  # noqa: E402
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from anode_bench.config import ConfigError, check_options, validate  # noqa: E402
-from anode_bench.config import CONFIG_DIR  # noqa: E402
+from anode_bench.config import (  # noqa: E402
+    CONFIG_DIR,  # noqa: E402
+    ConfigError,
+    check_options,
+    validate,
+)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -110,7 +110,8 @@ def test_sweep_anode_small_runs_baseline_adjoint_and_anode_per_seed_into_one_rep
 def test_anode_sqnxt23_rk2_is_the_authors_rk2_figure_setup():
     cfg = composed(["experiment=anode_sqnxt23_rk2_cifar10"])
     # the authors' RK2 (anode/scheme.py) evaluates f at the midpoint and steps with it alone: the midpoint rule
-    assert (cfg.model.name, cfg.model.arch.width, cfg.solver.name, cfg.solver.steps, cfg.grad.name) == ("sqnxt23_1x", 0.5, "midpoint", 2, "anode")
+    assert (cfg.model.name, cfg.model.arch.width, cfg.solver.name, cfg.solver.steps, cfg.grad.name) == (
+        "sqnxt23_1x", 0.5, "midpoint", 2, "anode")
     assert cfg.hydra.sweeper.params == {"grad": "anode,adjoint"}
     trainer = cfg.trainer
     assert trainer.epochs >= 30 and list(trainer.milestones) == [round(trainer.epochs * 3 / 7), round(trainer.epochs * 5 / 7)]

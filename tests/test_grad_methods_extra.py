@@ -317,7 +317,7 @@ def test_lagrange_interpolant_reproduces_polynomials_of_degree_below_k():
         coefficients = torch.randn(nodes, 3, dtype=torch.float64)
 
         def poly(t):
-            return sum(c * t**i for i, c in enumerate(coefficients))
+            return sum(c * t**i for i, c in enumerate(coefficients))  # noqa: B023 (called in this iteration)
 
         values = [poly(t) for t in times]
         for t in torch.rand(20, dtype=torch.float64).mul(1.25).add(0.25).tolist() + times:

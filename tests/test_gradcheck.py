@@ -126,7 +126,7 @@ def test_lists_left_null_take_the_composed_groups_and_bad_names_fail():
                               ("gradcheck.references=[coarse]", "gradcheck.references \\['coarse'\\] unknown"),
                               ("gradcheck.grads=[acaa]", "gradcheck.grads \\['acaa'\\] unknown; choose from direct, adjoint"),
                               ("gradcheck.split=val", "gradcheck.split 'val' unknown; choose from train, test"),
-                              ("+gradcheck.dtype=float64", "gradcheck.dtype: Key 'dtype' not in 'GradcheckConfig'")]:
+                              ("+gradcheck.dtype=float64", "gradcheck.dtype is not a key of gradcheck; its keys: grads, solvers")]:
         with pytest.raises(ConfigError, match=message) as error:
             validate(composed([override]))
         assert "\n" not in str(error.value)

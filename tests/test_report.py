@@ -437,7 +437,7 @@ def test_plot_axes_integer_epochs_memory_from_zero_distinct_styles(tmp_path, mon
     real_finish = report_module.finish
 
     def capture(plt, fig, axes, path):
-        seen[path.name] = [(list(ax.get_xticks()), ax.get_ylim(), [(l.get_linestyle(), l.get_marker()) for l in ax.lines])
+        seen[path.name] = [(list(ax.get_xticks()), ax.get_ylim(), [(line.get_linestyle(), line.get_marker()) for line in ax.lines])
                            for ax in axes]
         real_finish(plt, fig, axes, path)
         seen[path.name + " legends"] = (len(fig.legends), [ax.get_legend() for ax in axes])

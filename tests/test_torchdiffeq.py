@@ -47,7 +47,7 @@ def test_the_same_fixed_grid_method_gives_the_same_state_and_gradient(solver, st
     for name, func, y0 in problems():
         y1, grads = gradients(lambda f, y: odeint(f, y, solver=solver, steps=steps, grad=ours), func, y0)
         options = dict(step_size=1.0 / steps)
-        y1_ref, grads_ref = gradients(lambda f, y: reference(f, y, T, method=solver, options=options)[-1], func, y0)
+        y1_ref, grads_ref = gradients(lambda f, y: reference(f, y, T, method=solver, options=options)[-1], func, y0)  # noqa: B023
         torch.testing.assert_close(y1, y1_ref, rtol=0, atol=1e-12, msg=name)
         assert (grads - grads_ref).norm() <= 1e-10 * grads_ref.norm(), name
 

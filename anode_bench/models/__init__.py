@@ -1,6 +1,6 @@
 """Image classifiers whose residual blocks are ODE blocks: ODE-ResNet and SqueezeNext, as the
-ANODE and ACA papers built them, and ANODE's small networks (ResNet-4, ResNet-10, AlexNet). `build_model(name, num_classes, ode, **overrides)` is the entry
-point; `registry.py` lists the presets and their parameter counts.
+ANODE and ACA papers built them, and ANODE's small networks (ResNet-4, ResNet-10, AlexNet).
+`build_model(name, num_classes, ode, **overrides)` is the entry point; `registry.py` lists the presets and their parameter counts.
 
 Every model maps [B, 3, 32, 32] to logits [B, num_classes] and exposes `ode_blocks` (forward
 order), `configure_ode(**changes)` and `nfe()`. With `solver=euler, steps=1, grad=direct` each

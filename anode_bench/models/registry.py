@@ -1,18 +1,18 @@
 """Named model presets and `build_model`, the one constructor the runner calls.
 
-Parameter counts (counted by instantiating; the tests hold them):
+Parameter counts for 10 and 100 classes (counted by instantiating; the tests hold them):
 
-| preset           | model        | architecture                                    | ODE blocks | params, 10 classes | params, 100 classes | paper's code, 10 classes |
-|------------------|--------------|-------------------------------------------------|-----------:|-------------------:|--------------------:|-------------------------:|
-| `resnet18_aca`   | ODEResNet    | widths 64-128-256-512, blocks 2-2-2-2           |          4 |         11,173,962 |          11,220,132 |  11,173,962 (ResNet18)   |
-| `resnet_anode`   | ODEResNet    | the same network                                |          4 |         11,173,962 |          11,220,132 |  11,173,962 (ResNet18)   |
-| `sqnxt23_1x`     | SqueezeNext  | width 1x, stages 32-64-128-256, blocks 2-2-2-2  |          4 |            461,466 |             473,076 |  461,466 (SqNxt_23_1x)   |
-| `sqnxt23_2x`     | SqueezeNext  | width 2x, blocks 2-2-2-2                        |          4 |          1,819,946 |           1,843,076 |  1,819,946 (width_x=2.0) |
-| `resnet4_anode`  | SmallResNet  | widths 16, 1 ODE block                          |          1 |              5,306 |               6,836 |  - (not published)       |
-| `resnet10_anode` | SmallResNet  | widths 16-32-64, 1 ODE block per stage          |          3 |            121,562 |             127,412 |  - (not published)       |
-| `alexnet_anode`  | AlexNet      | 64-192-384-256-256, the fifth conv an ODE block |          1 |          2,454,986 |           2,478,116 |  - (not published)       |
-| `resnet_tiny`    | ODEResNet    | widths 4-8-16-32, blocks 2-2-2-2 (tests)        |          4 |             44,622 |              47,592 |  -                       |
-| `sqnxt_tiny`     | SqueezeNext  | width 1/8, blocks 2-2-2-2 (tests)               |          4 |              8,636 |              10,166 |  -                       |
+| preset           | architecture                                    | ODE blocks | params (10) | params (100) |       paper's code (10) |
+|------------------|-------------------------------------------------|-----------:|------------:|-------------:|------------------------:|
+| `resnet18_aca`   | widths 64-128-256-512, blocks 2-2-2-2           |          4 |  11,173,962 |   11,220,132 |   11,173,962 (ResNet18) |
+| `resnet_anode`   | the same network                                |          4 |  11,173,962 |   11,220,132 |   11,173,962 (ResNet18) |
+| `sqnxt23_1x`     | width 1x, stages 32-64-128-256, blocks 2-2-2-2  |          4 |     461,466 |      473,076 |   461,466 (SqNxt_23_1x) |
+| `sqnxt23_2x`     | width 2x, blocks 2-2-2-2                        |          4 |   1,819,946 |    1,843,076 | 1,819,946 (width_x=2.0) |
+| `resnet4_anode`  | widths 16, 1 ODE block                          |          1 |       5,306 |        6,836 |       - (not published) |
+| `resnet10_anode` | widths 16-32-64, 1 ODE block per stage          |          3 |     121,562 |      127,412 |       - (not published) |
+| `alexnet_anode`  | 64-192-384-256-256, the fifth conv an ODE block |          1 |   2,454,986 |    2,478,116 |       - (not published) |
+| `resnet_tiny`    | widths 4-8-16-32, blocks 2-2-2-2 (tests)        |          4 |      44,622 |       47,592 |                       - |
+| `sqnxt_tiny`     | width 1/8, blocks 2-2-2-2 (tests)               |          4 |       8,636 |       10,166 |                       - |
 
 `resnet18_aca` and `resnet_anode` are one network: ACA's `models/resnet.py` is ANODE's file (only
 the learning-rate schedule differs). The papers differ in how they solve it, which is the `solver`

@@ -147,7 +147,8 @@ def _integrate_adaptive(
         last = direction * (t + direction * abs(dt) - t_end) >= 0
         t_next = t_end if last else t + direction * dt
         if t_next == t:
-            raise MaxStepsError(f"{tableau.name}: step size underflow at t={t:.17g}; the ODE is too stiff for rtol={plan.rtol}, atol={plan.atol}")
+            raise MaxStepsError(f"{tableau.name}: step size underflow at t={t:.17g}; the ODE is too stiff for "
+                                f"rtol={plan.rtol}, atol={plan.atol}")
         if differentiate_controller:
             t_step, step_dt = t_graph, ((t_end - t_graph) if last else direction * dt_graph)
         else:
