@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from . import tags
 from .ode.method import autocast_as, autocast_state
 
 MIB = 2**20
@@ -159,13 +160,12 @@ def gradient_error(model, images, labels, *, reference: str = "discrete", fine_f
     rel, cosine = _compare(grads, reference_grads, list(grads))
     floor = _compare(floor_grads, reference_grads, list(grads))[0]
     ratio = rel / floor if floor > 0 else math.nan
-    result = {"grad_error/rel_l2": rel, "grad_error/floor_rel_l2": floor, "grad_error/floor_ratio": ratio,
-              "grad_error/cosine": cosine}
+    result = {tags.GRAD_REL_L2: rel, tags.GRAD_FLOOR: floor, tags.GRAD_FLOOR_RATIO: ratio, tags.GRAD_COSINE: cosine}
     block_names = _ode_block_prefixes(model)
     for i, prefix in enumerate(block_names):
         names = [n for n in grads if n.startswith(prefix)]
         if names:
-            result[f"grad_error/block_{i}"] = _compare(grads, reference_grads, names)[0]
+            result[tags.block_tag(i)] = _compare(grads, reference_grads, names)[0]
     return result
 
 
