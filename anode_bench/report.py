@@ -208,6 +208,11 @@ def find_runs(roots, base: Path | None = None) -> list[Run]:
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {"status": "incomplete"}
         name = run_name(run_dir, base) if run_dir.is_relative_to(base) else str(run_dir)
         runs.append(Run(run_dir, name, read_config(run_dir), metrics, read_scalars(run_dir)))
+    # job numbers repeat when several sweeps share one directory: such runs keep their whole names
+    cut = [run.name for run in runs]
+    for run in runs:
+        if cut.count(run.name) > 1:
+            run.name = str(run.path.relative_to(base)) if run.path.is_relative_to(base) else str(run.path)
     return sorted(runs, key=lambda run: natural(run.name))
 
 
@@ -877,7 +882,9 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
                                  | {f"grad_error.png, against {p}": s for p, s in error.items()})
 
     devices = sorted({str(r.metrics.get("device")) for r in runs if r.metrics.get("device")})
-    references = sorted({f"{r.get('probe.reference')}" for r in runs if r.get("probe.reference")})
+    # grad_check: the probe group's name in runs from before it was called probe
+    references = sorted({f"{r.get('probe.reference', r.get('grad_check.reference'))}" for r in runs
+                         if r.get("probe.reference", r.get("grad_check.reference"))})
     diverged = sum(r.metrics.get("status") == "diverged" for r in runs)
     sources = " ".join(str(r) for r in roots) + (f" --out {out}" if out != base else "")
     floors = any(tags.mean_key(tags.GRAD_FLOOR) in r.metrics for r in runs)

@@ -27,6 +27,7 @@ from anode_bench.report import (
     Claim,
     Run,
     claim_rows,
+    find_runs,
     group_by_seed,
     main,
     report,
@@ -455,3 +456,14 @@ def test_plot_axes_integer_epochs_memory_from_zero_distinct_styles(tmp_path, mon
     assert seen["acc.png legends"] == (1, [None])
     (_, (bottom, top), _), = seen["mem.png"]
     assert bottom == 0 and top > 101
+
+
+def test_runs_whose_job_numbers_repeat_keep_their_whole_names(tmp_path):
+    """Several sweeps into one directory (a seed-by-seed sweep script) repeat Hydra's job numbers: cutting each
+    job folder to its number would name different runs alike, so those keep the folder name."""
+    root = tmp_path / "sweep"
+    for seed in (0, 1):
+        fake_run(root / f"0_grad=direct,trainer.seed={seed}", {"grad.name": "direct", "trainer.seed": seed}, 0.5)
+    fake_run(root / "1_grad=adjoint,trainer.seed=0", {"grad.name": "adjoint", "trainer.seed": 0}, 0.3)
+    names = sorted(run.name for run in find_runs(root))
+    assert names == ["0_grad=direct,trainer.seed=0", "0_grad=direct,trainer.seed=1", "1"]
