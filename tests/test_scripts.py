@@ -1,6 +1,7 @@
 """The benchmark scripts run and print what the README quotes from them (the figures themselves
 are measured by hand, on a quiet machine: tests never assert wall-clock times)."""
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -157,3 +158,24 @@ def test_gpu_figures_refuses_an_unknown_size_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == "gpu_figures.sh: SIZE=small unknown; choose full (the figures) or tiny (a dry run)"
     assert not (tmp_path / "figs").exists()
+
+
+def test_eval_bn_modes_reads_a_finished_run_in_both_batchnorm_modes(tmp_path):
+    """Running statistics (as anode-train evaluates) give the run's own test accuracy; batch statistics
+    are a second reading from the same weights; a directory that is not a run is refused in one line."""
+    run_dir = tmp_path / "run"
+    train = subprocess.run([sys.executable, "-m", "anode_bench.train", "experiment=smoke", "trainer.max_steps_per_epoch=2",
+                            "dataset.train_size=128", "dataset.test_size=64", f"hydra.run.dir={run_dir}"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-2000:]
+    result = subprocess.run([sys.executable, str(SCRIPTS / "eval_bn_modes.py"), str(run_dir), "--batch", "8"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("|")][2:]  # under the header
+    running, batch = (float(cell) for cell in row.strip("|").split("|")[4:6])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert running == pytest.approx(100 * metrics["test/acc"], abs=0.01)  # the same weights, the same evaluation
+    assert 0 <= batch <= 100 and batch == pytest.approx(round(batch * 64 / 100) * 100 / 64, abs=0.01)  # a count of 64
+    refused = subprocess.run([sys.executable, str(SCRIPTS / "eval_bn_modes.py"), str(tmp_path)], capture_output=True, text=True)
+    assert refused.returncode != 0 and refused.stderr.strip().splitlines() == [
+        f"eval_bn_modes.py: {tmp_path} has no .hydra/config.yaml; pass anode-train run directories"]
