@@ -102,11 +102,17 @@ def hydra_quoted(value: str) -> str:
 
 def resume_command(run_dir: Path) -> str:
     """A shell command that continues this run: cd to where it was started, the run's own task
-    overrides (as typed; trainer.resume's dropped), trainer.resume=true and the run dir."""
-    hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
-    own = [o for o in hydra_cfg.overrides.task if not re.match(r"^[+~]*trainer\.resume(_override)?=", o)]
+    overrides (as typed; trainer.resume's dropped), trainer.resume=true and the run dir. Outside a
+    Hydra job (train() called directly) the overrides come from the run's record, .hydra/overrides.yaml."""
+    if hydra.core.hydra_config.HydraConfig.initialized():
+        hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
+        task, cwd = list(hydra_cfg.overrides.task), hydra_cfg.runtime.cwd
+    else:
+        record = run_dir / ".hydra" / "overrides.yaml"
+        task, cwd = (list(OmegaConf.load(record)) if record.is_file() else []), str(Path.cwd())
+    own = [o for o in task if not re.match(r"^[+~]*trainer\.resume(_override)?=", o)]
     words = ["anode-train", *own, "trainer.resume=true", f"hydra.run.dir={hydra_quoted(str(run_dir))}"]
-    return f"cd {shlex.quote(hydra_cfg.runtime.cwd)} && " + " ".join(shlex.quote(w) for w in words)
+    return f"cd {shlex.quote(cwd)} && " + " ".join(shlex.quote(w) for w in words)
 
 
 class StopRequest:

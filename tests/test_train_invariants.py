@@ -112,7 +112,10 @@ def test_the_gradient_error_does_not_change_when_the_loss_is_scaled_by_1000(grad
     scaled = gradient_error(ScaledGradient(model, 1000.0), images, labels)
     assert plain["grad_error/rel_l2"] > 1e-8  # float32 against float64: never exactly 0
     for tag, value in plain.items():
-        assert scaled[tag] == pytest.approx(value, rel=1e-3, abs=1e-6), tag
+        if tag == "grad_error/floor_ratio":  # error / floor: the floor is float32 rounding, which scaling reshuffles
+            assert 0.5 < scaled[tag] / value < 2, (scaled[tag], value)
+        else:
+            assert scaled[tag] == pytest.approx(value, rel=1e-3, abs=1e-6), tag
 
 
 def test_the_gradient_error_of_a_gradient_one_and_a_half_times_too_large_is_one_half():
@@ -121,8 +124,10 @@ def test_the_gradient_error_of_a_gradient_one_and_a_half_times_too_large_is_one_
     model, images, labels = probe_problem("aca")
     errors = gradient_error(ScaledGradient(model, 1.5, float32_only=True), images, labels)
     assert errors["grad_error/cosine"] == pytest.approx(1.0, abs=1e-5)
+    # the floor is direct on a copy of this model, scaled alike: as far off as the method, so ratio 1
+    assert errors["grad_error/floor_ratio"] == pytest.approx(1.0, abs=1e-4)
     for tag, value in errors.items():
-        if tag != "grad_error/cosine":
+        if tag not in ("grad_error/cosine", "grad_error/floor_ratio"):
             assert value == pytest.approx(0.5, abs=1e-4), tag
 
 
@@ -218,7 +223,9 @@ def test_a_resumed_run_draws_the_global_random_numbers_of_one_never_stopped(tmp_
         train(config(*run, arch={"dropout": 0.2, "sigterm_at": 5}), stopped, torch.device("cpu"))
     assert exit_info.value.code == 128 + signal.SIGTERM
     assert not (stopped / "metrics.json").exists()
-    resumed = train(config(*run, "trainer.resume=true", arch={"dropout": 0.2}), stopped, torch.device("cpu"))
+    # the test hook that sent the signal is the one setting that changes: a resume refuses that unless told
+    resumed = train(config(*run, "trainer.resume=true", "trainer.resume_override=true", arch={"dropout": 0.2}), stopped,
+                    torch.device("cpu"))
 
     never_stopped = tmp_path / "never_stopped"
     uninterrupted = train(config(*run, arch={"dropout": 0.2}), never_stopped, torch.device("cpu"))
