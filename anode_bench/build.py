@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .data import DataError, DeviceLoader, Split, channel_stats, load_splits
+from .data import DataError, DeviceLoader, Split, load_splits
 from .distributed import Distributed
 from .models import build_model
 from .models.odenet import ODENet
@@ -85,11 +85,12 @@ def load_data_once(cfg: DictConfig, context: Distributed) -> tuple[Split, Split]
     return splits or load_data(cfg)
 
 
-def make_loader(split: Split, train_split: Split, batch_size: int, device: torch.device, precision: Precision, *,
-                train: bool, generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1)) -> DeviceLoader:
-    """Batches of `split` on `device`, normalized with the training split's per-channel statistics
-    (never the test split's); `train`: shuffled, cropped and flipped, the last partial batch dropped."""
-    mean, std = channel_stats(train_split)
+def make_loader(split: Split, stats: tuple[list[float], list[float]], batch_size: int, device: torch.device,
+                precision: Precision, *, train: bool, generator: torch.Generator | None = None,
+                shard: tuple[int, int] = (0, 1)) -> DeviceLoader:
+    """Batches of `split` on `device`, normalized with `stats` = data.channel_stats(training split) (never
+    the test split's); `train`: shuffled, cropped and flipped, the last partial batch dropped."""
+    mean, std = stats
     return DeviceLoader(split, batch_size, device, mean=mean, std=std, augment=train, shuffle=train, drop_last=train,
                         generator=generator, dtype=precision.dtype, shard=shard)
 

@@ -36,7 +36,7 @@ from omegaconf import DictConfig
 
 from .build import PRECISIONS, Precision, load_data, make_loader, make_model, pick_device
 from .config import CONFIG_DIR, ConfigError, validate
-from .data import DataError
+from .data import DataError, channel_stats
 from .metrics import gradient_error, peak_memory_mib, set_tf32, timed_ms
 from .ode import SCHEMES, MaxStepsError, NonFiniteStateError, ODEBlock
 from .run_state import invocation_record, save_record
@@ -56,7 +56,7 @@ def first_batch(cfg: DictConfig, device: torch.device, precision: Precision):
     if len(split.labels) < cfg.gradcheck.batch_size:
         raise ConfigError(f"gradcheck.batch_size={cfg.gradcheck.batch_size} exceeds the {len(split.labels)} "
                           f"{cfg.gradcheck.split} images")
-    return next(iter(make_loader(split, train_split, cfg.gradcheck.batch_size, device, precision, train=False)))
+    return next(iter(make_loader(split, channel_stats(train_split), cfg.gradcheck.batch_size, device, precision, train=False)))
 
 
 # ------------------------------------------------------------------------------------- measuring

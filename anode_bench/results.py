@@ -100,11 +100,11 @@ def summary(metrics: dict, run_dir: Path) -> str:
     fmt = lambda value, spec, unit="": "n/a" if value is None else f"{value:{spec}}{unit}"  # noqa: E731
     failure = f" ({metrics[tags.FAILURE]})" if metrics[tags.FAILURE] else ""
     epochs = f"{metrics[tags.EPOCHS]} epoch{'' if metrics[tags.EPOCHS] == 1 else 's'}"
-    floor = metrics.get(tags.mean_key(tags.GRAD_FLOOR_RATIO))
+    ratio = metrics.get(tags.mean_key(tags.GRAD_FLOOR_RATIO))
+    floor = f"{ratio:.3g}x the precision floor" if ratio is not None else "no ratio to the precision floor"
     return (f"{metrics[tags.STATUS]}{failure} after {epochs}, {metrics[tags.STEPS]} steps: "
             f"test acc {fmt(metrics[tags.TEST_ACC], '.2%')} (best {fmt(metrics[tags.BEST_ACC], '.2%')}), "
-            f"gradient error {fmt(metrics[tags.mean_key(tags.GRAD_REL_L2)], '.2e')} (relative L2, mean of the probes; "
-            f"{fmt(floor, '.3g')}x the precision floor), "
+            f"gradient error {fmt(metrics[tags.mean_key(tags.GRAD_REL_L2)], '.2e')} (relative L2, mean of the probes; {floor}), "
             f"peak memory {fmt(metrics[tags.PEAK_MIB], '.1f', ' MiB')}, {fmt(metrics[tags.STEP_MS], '.1f', ' ms')}/step, "
             f"wall time {fmt(metrics[tags.WALL_S], '.1f', ' s')}. Written to {run_dir}: metrics.json, TensorBoard events "
             f"(tensorboard --logdir {shlex.quote(str(run_dir))}), checkpoints/, train.log")

@@ -39,7 +39,7 @@ from .build import (
 )
 from .checkpoint import CheckpointError, checkpoint_dir
 from .config import CONFIG_DIR, ConfigComposed, ConfigError, check_options, validate
-from .data import DataError
+from .data import DataError, channel_stats
 from .distributed import Distributed, from_environment, shutdown, with_sync_batchnorm
 from .metrics import set_tf32
 from .ode import SCHEMES
@@ -78,15 +78,15 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     generator = torch.Generator(device).manual_seed(trainer.seed if trainer.seed is not None else torch.seed())
 
     train_split, test_split = load_data_once(cfg, context)
-    shard = (context.rank, context.world_size)
-    train_loader = make_loader(train_split, train_split, trainer.batch_size, device, precision, train=True,
+    shard, stats = (context.rank, context.world_size), channel_stats(train_split)  # stats: one pass over the images
+    train_loader = make_loader(train_split, stats, trainer.batch_size, device, precision, train=True,
                                generator=generator, shard=shard)
-    test_loader = make_loader(test_split, train_split, trainer.eval_batch_size, device, precision, train=False, shard=shard)
+    test_loader = make_loader(test_split, stats, trainer.eval_batch_size, device, precision, train=False, shard=shard)
     steps_per_epoch = min(len(train_loader), trainer.max_steps_per_epoch or len(train_loader))
     if steps_per_epoch == 0:  # checked before anything is written into run_dir
         raise ConfigError(f"trainer.batch_size={trainer.batch_size} exceeds the {len(train_split.labels)} training images; "
                           f"choose trainer.batch_size <= {len(train_split.labels)} or more images (dataset.train_size)")
-    probe = next(iter(make_loader(train_split, train_split, cfg.probe.batch_size, device, precision, train=False)))
+    probe = next(iter(make_loader(train_split, stats, cfg.probe.batch_size, device, precision, train=False)))
 
     net = make_model(cfg, device).to(precision.dtype)  # what evaluation, the probe and checkpoints use
     if context.active and trainer.sync_bn:

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from anode_bench.build import PRECISIONS, load_data, make_loader, make_model
 from anode_bench.checkpoint import CheckpointError, load_checkpoint
+from anode_bench.data import channel_stats
 
 
 def accuracy(net, loader, batch_statistics: bool) -> float:
@@ -56,7 +57,7 @@ def main() -> None:
         net = make_model(cfg, torch.device("cpu")).to(precision.dtype)
         net.load_state_dict(state["model"])
         train_split, test_split = load_data(cfg)
-        loader = make_loader(test_split, train_split, args.batch, torch.device("cpu"), precision, train=False)
+        loader = make_loader(test_split, channel_stats(train_split), args.batch, torch.device("cpu"), precision, train=False)
         print(f"| {run.name} | {cfg.grad.name} | {cfg.solver.name} | {cfg.solver.get('steps')} | "
               f"{100 * accuracy(net, loader, False):.2f} | {100 * accuracy(net, loader, True):.2f} |", flush=True)
 
