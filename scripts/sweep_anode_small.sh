@@ -8,6 +8,9 @@
 # The sweep lands in outputs/multirun/anode_NET_cifar10/<date>_<time>/ (SWEEP_DIR=DIR puts it elsewhere;
 # with trainer.resume=auto, rerunning with the same SWEEP_DIR continues unfinished runs and skips
 # finished ones). A crashing run stops the sweep; the report is written for the runs that ran.
+# choice(...) makes the one-valued grad, N_t and seed sweep parameters, so that every job folder
+# names them (0_grad=direct,solver.steps=1,trainer.seed=2): anode-train leaves one-valued plain
+# overrides out of job names, and the seeds' runs would otherwise share one folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case ${1:-} in
@@ -18,8 +21,8 @@ shift
 dir="${SWEEP_DIR:-outputs/multirun/${experiment}/$(date +%Y-%m-%d_%H-%M-%S)}"
 status=0
 for seed in ${SEEDS:-0 1 2}; do
-    anode-train -m "experiment=${experiment}" grad=direct solver.steps=1 "trainer.seed=${seed}" "hydra.sweep.dir=${dir}" "$@" || { status=$?; break; }
-    anode-train -m "experiment=${experiment}" "trainer.seed=${seed}" "hydra.sweep.dir=${dir}" "$@" || { status=$?; break; }
+    anode-train -m "experiment=${experiment}" "grad=choice(direct)" "solver.steps=choice(1)" "trainer.seed=choice(${seed})" "hydra.sweep.dir=${dir}" "$@" || { status=$?; break; }
+    anode-train -m "experiment=${experiment}" "trainer.seed=choice(${seed})" "hydra.sweep.dir=${dir}" "$@" || { status=$?; break; }
 done
 if [[ -d ${dir} ]]; then
     anode-report "${dir}"

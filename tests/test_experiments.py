@@ -105,6 +105,9 @@ def test_sweep_anode_small_runs_baseline_adjoint_and_anode_per_seed_into_one_rep
         ("adjoint", "resnet4_anode", "euler", "2", "completed"),
         ("anode", "resnet4_anode", "euler", "2", "completed"),
         ("direct", "resnet4_anode", "euler", "1", "completed")]
+    # every job folder names its grad and seed, so that the next seed's runs get folders of their own
+    assert sorted(p.parent.name for p in sweep.glob("*/metrics.json")) == [
+        "0_grad=anode,trainer.seed=0", "0_grad=direct,solver.steps=1,trainer.seed=0", "1_grad=adjoint,trainer.seed=0"]
 
 
 def test_anode_sqnxt23_rk2_is_the_authors_rk2_figure_setup():
