@@ -254,7 +254,10 @@ def test_seminorm_adjoint_takes_fewer_backward_evaluations(grad, solver, tol):
     norm. f = conv-BN-ReLU-conv-BN (train mode), rtol = atol = tol; backward NFE full -> seminorm
     seen over 6 seeds: heun_euler 284..347 -> 89..127, bosh3 713..821 -> 200..329, dopri5 194..302 -> 74..146;
     interpolated ([a, g_θ] -> a), 4 seeds: heun_euler 327..434 -> 137..174, bosh3 695..998 -> 320..479,
-    dopri5 224..404 -> 134..188."""
+    dopri5 224..404 -> 134..188; over 27 more seeds at dopri5, 30..65% fewer for the adjoint and
+    13..69% for interpolated. Without the seminorm the two solves are the same computation and take
+    the same steps, so "at least 5% fewer" catches a seminorm that is not applied; a tighter bound
+    fails on some fresh inputs (0.8 did, at 170 of 206)."""
     func, y0 = conv_problem()
     infos = {}
     for norm in ("full", "seminorm"):
@@ -263,7 +266,7 @@ def test_seminorm_adjoint_takes_fewer_backward_evaluations(grad, solver, tol):
     print(f"\n{grad}, {solver} rtol {tol:g}: backward NFE full {full.nfe_backward}, seminorm {semi.nfe_backward} "
           f"({1 - semi.nfe_backward / full.nfe_backward:.0%} fewer)")
     assert semi.nfe_forward == full.nfe_forward and semi.ts == full.ts  # the same forward solve
-    assert semi.nfe_backward < 0.8 * full.nfe_backward
+    assert semi.nfe_backward < 0.95 * full.nfe_backward
 
 
 @pytest.mark.parametrize("solver", ADAPTIVE)
