@@ -144,6 +144,26 @@ def flatten(tree, prefix="") -> dict:
     return {prefix[:-1]: tree}
 
 
+# Config groups renamed since a run may have been written: old prefix -> new prefix.
+RENAMED_PREFIXES = {"grad_check.": "probe."}
+
+
+def upgrade_config(config: dict) -> dict:
+    """An older run's flattened config in today's names, so that it pools with today's runs of the
+    same settings: renamed groups (RENAMED_PREFIXES) take their new names, and a CPU run from before
+    `trainer.tf32` existed gets tf32 = False (TF32 is a CUDA setting; on a CUDA run the old default
+    was PyTorch's, so the key stays missing there and the run stays a configuration of its own)."""
+    upgraded = {}
+    for key, value in config.items():
+        for old, new in RENAMED_PREFIXES.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+        upgraded[key] = value
+    if config and "trainer.tf32" not in upgraded and upgraded.get("trainer.device") == "cpu":
+        upgraded["trainer.tf32"] = False
+    return upgraded
+
+
 def read_config(run_dir: Path) -> dict:
     path = run_dir / ".hydra" / "config.yaml"
     if not path.exists():
@@ -155,7 +175,7 @@ def read_config(run_dir: Path) -> dict:
         tree = OmegaConf.to_container(loaded, resolve=True)
     except Exception:  # an interpolation that only resolves inside Hydra (${hydra:...}): keep it as written
         tree = OmegaConf.to_container(loaded, resolve=False)
-    return flatten(tree)
+    return upgrade_config(flatten(tree))
 
 
 def read_scalars(run_dir: Path) -> dict:

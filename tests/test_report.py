@@ -467,3 +467,19 @@ def test_runs_whose_job_numbers_repeat_keep_their_whole_names(tmp_path):
     fake_run(root / "1_grad=adjoint,trainer.seed=0", {"grad.name": "adjoint", "trainer.seed": 0}, 0.3)
     names = sorted(run.name for run in find_runs(root))
     assert names == ["0_grad=direct,trainer.seed=0", "0_grad=direct,trainer.seed=1", "1"]
+
+
+def test_a_run_from_before_the_probe_rename_and_tf32_pools_with_todays_on_the_cpu(tmp_path):
+    """Runs written before `grad_check` became `probe` and before `trainer.tf32` existed: on the CPU they
+    are today's runs of the same settings (TF32 is a CUDA switch); on CUDA the missing tf32 was PyTorch's
+    default, so such a run stays a configuration of its own."""
+    for device in ("cpu", "cuda"):
+        old = fake_run(tmp_path / device / "0_old", {"trainer.device": device, "trainer.seed": 0}, 0.5)
+        config = yaml.safe_load((old / ".hydra" / "config.yaml").read_text())
+        config["grad_check"] = config.pop("probe")
+        (old / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        fake_run(tmp_path / device / "1_new", {"trainer.device": device, "trainer.seed": 1, "trainer.tf32": False}, 0.6)
+    cpu, cuda = (group_by_seed(find_runs([tmp_path / device])) for device in ("cpu", "cuda"))
+    assert [[run.name for run in group] for group in cpu] == [["0", "1"]]
+    assert cpu[0][0].get("probe.every") == 10 and cpu[0][0].get("trainer.tf32") is False
+    assert len(cuda) == 2
