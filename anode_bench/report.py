@@ -148,18 +148,19 @@ def flatten(tree, prefix="") -> dict:
 RENAMED_PREFIXES = {"grad_check.": "probe."}
 
 
-def upgrade_config(config: dict) -> dict:
+def upgrade_config(config: dict, device: str | None) -> dict:
     """An older run's flattened config in today's names, so that it pools with today's runs of the
-    same settings: renamed groups (RENAMED_PREFIXES) take their new names, and a CPU run from before
-    `trainer.tf32` existed gets tf32 = False (TF32 is a CUDA setting; on a CUDA run the old default
-    was PyTorch's, so the key stays missing there and the run stays a configuration of its own)."""
+    same settings: renamed groups (RENAMED_PREFIXES) take their new names, and a run from before
+    `trainer.tf32` existed that ran on the CPU (`device`: metrics.json's) gets tf32 = False (TF32 is
+    a CUDA setting; on CUDA the old default was PyTorch's, so the key stays missing there and the
+    run stays a configuration of its own)."""
     upgraded = {}
     for key, value in config.items():
         for old, new in RENAMED_PREFIXES.items():
             if key.startswith(old):
                 key = new + key[len(old):]
         upgraded[key] = value
-    if config and "trainer.tf32" not in upgraded and upgraded.get("trainer.device") == "cpu":
+    if config and "trainer.tf32" not in upgraded and str(device).startswith("cpu"):
         upgraded["trainer.tf32"] = False
     return upgraded
 
@@ -175,7 +176,7 @@ def read_config(run_dir: Path) -> dict:
         tree = OmegaConf.to_container(loaded, resolve=True)
     except Exception:  # an interpolation that only resolves inside Hydra (${hydra:...}): keep it as written
         tree = OmegaConf.to_container(loaded, resolve=False)
-    return upgrade_config(flatten(tree))
+    return flatten(tree)
 
 
 def read_scalars(run_dir: Path) -> dict:
@@ -227,7 +228,8 @@ def find_runs(roots, base: Path | None = None) -> list[Run]:
         metrics_path = run_dir / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {"status": "incomplete"}
         name = run_name(run_dir, base) if run_dir.is_relative_to(base) else str(run_dir)
-        runs.append(Run(run_dir, name, read_config(run_dir), metrics, read_scalars(run_dir)))
+        config = upgrade_config(read_config(run_dir), metrics.get("device"))
+        runs.append(Run(run_dir, name, config, metrics, read_scalars(run_dir)))
     # job numbers repeat when several sweeps share one directory: such runs keep their whole names
     cut = [run.name for run in runs]
     for run in runs:

@@ -479,6 +479,9 @@ def test_a_run_from_before_the_probe_rename_and_tf32_pools_with_todays_on_the_cp
         config["grad_check"] = config.pop("probe")
         (old / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
         fake_run(tmp_path / device / "1_new", {"trainer.device": device, "trainer.seed": 1, "trainer.tf32": False}, 0.6)
+        for run in ("0_old", "1_new"):  # metrics.json's device: where the run ran
+            metrics_path = tmp_path / device / run / "metrics.json"
+            metrics_path.write_text(json.dumps({**json.loads(metrics_path.read_text()), "device": device}))
     cpu, cuda = (group_by_seed(find_runs([tmp_path / device])) for device in ("cpu", "cuda"))
     assert [[run.name for run in group] for group in cpu] == [["0", "1"]]
     assert cpu[0][0].get("probe.every") == 10 and cpu[0][0].get("trainer.tf32") is False
