@@ -6,6 +6,10 @@ From (t, z) with step dt:
     k_i    = f(t + c_i dt, z + dt * sum_{j<i} a_ij k_j),   i = 1..s
     z_next = z + dt * sum_i b_i k_i
     err    = dt * sum_i (b_i - b_low_i) k_i                (embedded pairs only)
+           = dt * w * e,   e = sum_i (b_i - b_low_i) / w k_i,   w the first nonzero b_i - b_low_i
+
+rk_step returns e, the error estimate without its constant dt w (one op fewer than err, which the
+controller applies to the norm's one number: controller.Controller).
 
 Shapes: z and every k_i share one shape; t and dt are Python floats, or 0-d tensors when
 `direct` differentiates an adaptive controller.
@@ -41,12 +45,25 @@ def combine(z: torch.Tensor | None, dt, coeffs, k: list[torch.Tensor], dtype=Non
     return out
 
 
+def error_direction(tableau, k: list[torch.Tensor], dtype) -> torch.Tensor:
+    """e = sum_i (b_i - b_low_i) / w k_i (w = tableau.error_weight), the error estimate err = dt w e
+    without its constant, summed in `dtype` (the state's: f may return bf16 under autocast): one
+    fused multiply-add per term after the first, whose weight is 1."""
+    weight = tableau.error_weight
+    terms = [(coeff / weight, k_i) for coeff, k_i in zip(tableau.b_err, k) if coeff != 0.0]
+    out = terms[0][1].to(dtype)
+    for coeff, k_i in terms[1:]:
+        out = torch.add(out, k_i, alpha=coeff)
+    return out
+
+
 def rk_step(func, tableau, t, dt, z, k1=None, with_error=False):
-    """One explicit RK step. Returns (z_next, err or None, stages k). k1 = f(t, z) if already known."""
+    """One explicit RK step. Returns (z_next, e or None, stages k): e the error estimate without its
+    constant dt w (`error_direction`). k1 = f(t, z) if already known."""
     stages = tableau.stages if with_error else tableau.solution_stages
     k = [func(t, z) if k1 is None else k1]
     for i in range(1, stages):
         k.append(func(t + tableau.c[i] * dt, combine(z, dt, tableau.a[i], k)))
     z_next = combine(z, dt, tableau.b, k)
-    err = combine(None, dt, tableau.b_err, k, dtype=z.dtype) if with_error else None
+    err = error_direction(tableau, k, z.dtype) if with_error else None
     return z_next, err, k

@@ -160,7 +160,7 @@ def _integrate_adaptive(
                 f"ODE state became non-finite in a {tableau.name} step at t={t:.6g} (dt={t_next - t:.3g})"
             )
         accepted = ratio <= 1.0
-        dt, dt_graph = next_dt[accepted]
+        dt, dt_graph = next_dt(accepted)
         if not accepted:
             trajectory.n_rejected += 1
             k1, z_next, err, k = k[0], None, None, None  # free the attempt's stages before the next attempt
