@@ -14,8 +14,9 @@ controller applies to the norm's one number: controller.Controller).
 Shapes: z and every k_i share one shape; t and dt are Python floats, or 0-d tensors when
 `direct` differentiates an adaptive controller.
 
-Each weighted sum costs one op per nonzero term (`combine`): on a GPU every op is at least one
-kernel launch, and a step's combinations are most of what the solver adds to f's own work.
+Each weighted sum costs one op per nonzero term (`combine`), and its backward one multiply per
+distinct weight ratio: on a GPU every op is at least one kernel launch, and a step's combinations
+are most of what the solver adds to f's own work.
 """
 from __future__ import annotations
 
@@ -23,26 +24,36 @@ import torch
 
 
 def combine(z: torch.Tensor | None, dt, coeffs, k: list[torch.Tensor], dtype=None) -> torch.Tensor:
-    """z + dt * sum_j coeffs[j] k[j] (z None: the sum alone, summed in `dtype` if given: the error
-    estimate stays in the state's dtype when f returns bf16 under autocast), skipping zero coefficients.
+    """z + dt * sum_j coeffs[j] k[j] (z None: the sum alone), skipping zero coefficients, summed in
+    `dtype` (default z's: the state's dtype when f returns bf16 under autocast).
 
-    A float dt: one fused multiply-add per term, torch.add(out, k_j, alpha=dt * coeffs[j]). A
-    tensor dt (in the autograd graph): the float-weighted sum first, then one multiply-add by dt.
+    A float dt: with w the most frequent coefficient, z + (dt w) * (sum_j coeffs[j]/w k_j), the sum
+    started from a term of weight w: one op per term, as a fused multiply-add per term would be, and
+    in backward one multiply by dt w plus one per term whose coefficient is not w (heun's b = (1/2,
+    1/2): one, not two; rk4's: three, not four). A tensor dt (in the autograd graph): the
+    float-weighted sum first, then one multiply-add by dt.
     """
     terms = [(coeff, k_j) for coeff, k_j in zip(coeffs, k) if coeff != 0.0]
     if not terms:
         return z
-    if z is None and dtype is not None:
-        terms[0] = (terms[0][0], terms[0][1].to(dtype))
+    dtype = dtype or (z.dtype if z is not None else None)
     if isinstance(dt, torch.Tensor):
         total = None
         for coeff, k_j in terms:
+            k_j = k_j if total is not None or dtype is None else k_j.to(dtype)
             total = torch.mul(k_j, coeff) if total is None else torch.add(total, k_j, alpha=coeff)
         return total * dt if z is None else torch.addcmul(z, total, dt)
-    out = z
-    for coeff, k_j in terms:
-        out = torch.mul(k_j, dt * coeff) if out is None else torch.add(out, k_j, alpha=dt * coeff)
-    return out
+    if len(terms) == 1 and z is not None:
+        coeff, k_j = terms[0]
+        return torch.add(z, k_j, alpha=dt * coeff)
+    weights = [coeff for coeff, _ in terms]
+    weight = max(weights, key=weights.count)
+    pivot = weights.index(weight)
+    total = terms[pivot][1] if dtype is None else terms[pivot][1].to(dtype)
+    for j, (coeff, k_j) in enumerate(terms):
+        if j != pivot:
+            total = torch.add(total, k_j, alpha=coeff / weight)
+    return torch.mul(total, dt * weight) if z is None else torch.add(z, total, alpha=dt * weight)
 
 
 def error_direction(tableau, k: list[torch.Tensor], dtype) -> torch.Tensor:
