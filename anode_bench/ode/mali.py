@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .method import CheckpointMethod, accumulate, vjp
+from .method import CheckpointMethod, GradientSum, vjp
 from .stepping import restore_rng
 
 
@@ -32,7 +32,7 @@ class Mali(CheckpointMethod):
     def backward(self, func, params, plan, trajectory, z0, z1, grad_z1, info):
         ts, scheme, device = trajectory.ts, plan.tableau, z0.device
         rng = trajectory.rng_states  # [before v_0, at the start of step 1, 2, ...]
-        grad_params = [torch.zeros_like(p) for p in params]
+        grad_params = GradientSum(params)
         adj_z, adj_v = grad_z1, torch.zeros_like(grad_z1)
         z, v = z1.detach(), trajectory.carry
         for n in reversed(range(1, len(ts) - 1)):
@@ -44,12 +44,12 @@ class Mali(CheckpointMethod):
             z_in, v_in = z.requires_grad_(), v.requires_grad_()
             z_out, v_out, _ = scheme.step(func, ts[n], h, z_in, v_in)
             adj_z, adj_v, *step_grads = vjp((z_out, v_out), (z_in, v_in, *params), (adj_z, adj_v))
-            accumulate(grad_params, step_grads)
+            grad_params.add(step_grads)
             z, v = z.detach(), v.detach()
         restore_rng(rng[0], device)
         z_in = z0.detach().requires_grad_()
         v_in = scheme.start(func, ts[0], z_in)
         z_out, v_out, _ = scheme.step(func, ts[0], ts[1] - ts[0], z_in, v_in)
         grad_z0, *step_grads = vjp((z_out, v_out), (z_in, *params), (adj_z, adj_v))
-        accumulate(grad_params, step_grads)
-        return grad_z0, grad_params
+        grad_params.add(step_grads)
+        return grad_z0, grad_params.total()
