@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .rk import add_scaled, in_dtype, subtract
+
 
 @dataclass(frozen=True)
 class Leapfrog:
@@ -69,16 +71,16 @@ def alf_start(func, t0, z):
     """v_0 = f(t0, z0), held in the state's dtype at least: under bfloat16 autocast f returns bf16,
     and a bf16 velocity would round every step (and mali's inverse) to bf16. Exact otherwise."""
     v = func(t0, z)
-    return v.to(torch.promote_types(v.dtype, z.dtype))
+    return in_dtype(v, v.dtype if v.dtype == z.dtype else torch.promote_types(v.dtype, z.dtype))
 
 
 def alf_step(func, scheme: Leapfrog, t, h, z, v):
     """(z_next, v_next) of one ALF step from (t, z, v); one evaluation of f. Four ops besides f
-    (each a fused multiply-add, torch.add with alpha)."""
-    z_half = torch.add(z, v, alpha=h / 2)
+    (each a fused multiply-add, torch.add with alpha; foreach ops for a TensorTuple state)."""
+    z_half = add_scaled(z, v, h / 2)
     u = func(t + h / 2, z_half)
-    v_next = torch.add(v, u - v, alpha=2 * scheme.eta)
-    return torch.add(z_half, v_next, alpha=h / 2), v_next
+    v_next = add_scaled(v, subtract(u, v), 2 * scheme.eta)
+    return add_scaled(z_half, v_next, h / 2), v_next
 
 
 def alf_inverse(func, scheme: Leapfrog, t, h, z_next, v_next):

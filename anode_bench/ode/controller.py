@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from .rk import TensorTuple, add_scaled, subtract
+
 SAFETY = 0.9
 MIN_FACTOR = 0.2
 MAX_FACTOR = 10.0
@@ -103,17 +105,44 @@ class Controller:
     def __init__(self, tableau, rtol: float, atol: float, norm_size: int | None = None, differentiable=False):
         self.tableau, self.rtol, self.atol, self.differentiable = tableau, rtol, atol, differentiable
         self.exponent = tableau.error_exponent
-        self.select = (lambda x: x) if norm_size is None else (lambda x: x.reshape(-1)[:norm_size])
+        self.norm_size = norm_size
         self.offset = atol / rtol
         self.error_weight = abs(tableau.error_weight) if tableau.adaptive else None
         self.known = ()  # (state, its u) pairs of the last attempt: z and z_next
 
-    def scale(self, z) -> torch.Tensor:
+    def select(self, x):
+        """The part of a state the norms look at: the first norm_size entries of the flattened
+        state; of a TensorTuple, the leading tensors that hold them (no op)."""
+        if self.norm_size is None:
+            return x
+        if not isinstance(x, TensorTuple):
+            return x.reshape(-1)[: self.norm_size]
+        count, size = 0, 0
+        while size < self.norm_size:
+            size, count = size + x[count].numel(), count + 1
+        if size != self.norm_size:
+            raise ValueError(f"norm_size {self.norm_size} does not end at a tensor of the state tuple")
+        return TensorTuple(x[:count])
+
+    def scale(self, z):
         """u = |z| + atol/rtol over the part the norms look at, for the z of the last attempt reused."""
         for state, u in self.known:
             if state is z:
                 return u
-        return self.select(z).abs().add_(self.offset)
+        z = self.select(z)
+        if isinstance(z, TensorTuple):
+            u = torch._foreach_abs(z)
+            torch._foreach_add_(u, self.offset)
+            return TensorTuple(u)
+        return z.abs().add_(self.offset)
+
+    def norms(self, x, u) -> list[torch.Tensor]:
+        """‖x / u‖₂ over the selected part of x: one 0-d tensor, or one per tensor of a TensorTuple
+        (their root sum of squares is the norm, taken on the host after the read-back: `_hypot`)."""
+        x = self.select(x)
+        if isinstance(x, TensorTuple):
+            return list(torch._foreach_norm(torch._foreach_div(x, u)))
+        return [torch.linalg.vector_norm(x / u)]
 
     def initial(self, func, t0: float, z0, f0, span: float, counter) -> tuple[float, torch.Tensor | None]:
         """(|dt|, its graph tensor or None) of the first attempt: initial_step, one evaluation of f."""
@@ -125,12 +154,13 @@ class Controller:
         u0 = self.scale(z0)
         self.known = ((z0, u0),)
         unit = 1.0 / (self.rtol * math.sqrt(u0.numel()))  # ‖x / u‖ · unit = RMS(x / (atol + rtol |z0|))
-        norms = torch.stack([torch.linalg.vector_norm(self.select(x) / u0) for x in (z0, f0)])
-        d0, d1 = (unit * x for x in _values([norms], counter, stacked=True))
+        parts = self.norms(z0, u0) + self.norms(f0, u0)
+        values = _values(parts, counter)
+        d0, d1 = unit * _hypot(values[: len(parts) // 2]), unit * _hypot(values[len(parts) // 2 :])
         sign = _sign(span)
         h0 = min(1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / max(d1, 1e-5), abs(span))
-        f1 = func(t0 + sign * h0, torch.add(z0, f0, alpha=sign * h0))
-        d2 = unit * _value(torch.linalg.vector_norm(self.select(f1 - f0) / u0), counter) / h0
+        f1 = func(t0 + sign * h0, add_scaled(z0, f0, sign * h0))
+        d2 = unit * _read_norm(self.norms(subtract(f1, f0), u0), counter) / h0
         d12 = max(d1, d2)
         h1 = max(1e-6, h0 * 1e-3) if d12 <= 1e-15 else (0.01 / d12) ** (1.0 / (self.tableau.order + 1))
         return min(100 * h0, h1, abs(span)), None
@@ -141,9 +171,11 @@ class Controller:
         attempt's signed step, a float, or a 0-d tensor in the graph."""
         u, u_next = self.scale(z), self.scale(z_next)
         self.known = ((z, u), (z_next, u_next))
-        norm = torch.linalg.vector_norm(self.select(err) / torch.maximum(u, u_next))
+        largest = TensorTuple(torch._foreach_maximum(u, u_next)) if isinstance(u, TensorTuple) else torch.maximum(u, u_next)
+        norms = self.norms(err, largest)
         constant = self.error_weight / (self.rtol * math.sqrt(u.numel()))
         if self.differentiable:
+            (norm,) = norms  # a tensor state: direct differentiates the controller of its own solve only
             abs_dt = abs(step_dt)
             ratio = norm * (abs_dt * constant)
             power = _power(ratio, self.exponent)  # shared by both outcomes, each then clamped (_factor_tensor)
@@ -151,7 +183,7 @@ class Controller:
             ratio_value, on_accept, on_reject = _values([ratio, graph[True], graph[False]], counter)
             outcomes = {True: (on_accept, graph[True]), False: (on_reject, graph[False])}
         else:
-            ratio_value = _value(norm, counter) * (abs(step_dt) * constant)  # the one host read-back per attempted step
+            ratio_value = _read_norm(norms, counter) * (abs(step_dt) * constant)  # the one host read-back per attempted step
             outcomes = {ok: (abs(step_dt) * step_factor(ratio_value, self.exponent, ok), None) for ok in (True, False)}
 
         def next_dt(accepted: bool):
@@ -159,6 +191,15 @@ class Controller:
             return outcomes[accepted]
 
         return ratio_value, next_dt
+
+
+def _hypot(values: list[float]) -> float:
+    return values[0] if len(values) == 1 else math.hypot(*values)
+
+
+def _read_norm(parts: list[torch.Tensor], counter) -> float:
+    """The norm whose parts `Controller.norms` gave, with one host read-back."""
+    return _value(parts[0], counter) if len(parts) == 1 else _hypot(_values(parts, counter))
 
 
 def _sign(x: float) -> float:
@@ -176,13 +217,11 @@ def _value(x, counter) -> float:
     return x.item()
 
 
-def _values(xs, counter, stacked=False) -> list[float]:
+def _values(xs, counter) -> list[float]:
     """The float values of several 0-d tensors with one host read-back (exact: the tensors are
-    stacked in their promoted dtype, outside the graph). stacked: xs is one 1-d tensor of them."""
+    stacked in their promoted dtype, outside the graph)."""
     if counter is not None:
         counter.host_syncs += 1
-    if stacked:
-        return xs[0].tolist()
     dtype = xs[0].dtype
     for x in xs[1:]:
         if x.dtype != dtype:

@@ -12,7 +12,9 @@ rk_step returns e, the error estimate without its constant dt w (one op fewer th
 controller applies to the norm's one number: controller.Controller).
 
 Shapes: z and every k_i share one shape; t and dt are Python floats, or 0-d tensors when
-`direct` differentiates an adaptive controller.
+`direct` differentiates an adaptive controller. A state may also be a `TensorTuple` (the adjoint's
+[z, a, g_θ]), k_i then one of the same shapes: each sum is then one foreach op per term for all of
+its tensors.
 
 Each weighted sum costs one op per nonzero term (`combine`), and its backward one multiply per
 distinct weight ratio: on a GPU every op is at least one kernel launch, and a step's combinations
@@ -21,6 +23,42 @@ are most of what the solver adds to f's own work.
 from __future__ import annotations
 
 import torch
+
+
+class TensorTuple(tuple):
+    """A state made of several tensors of one dtype and device (the adjoint's [z, a, g_θ]), summed
+    with torch._foreach_* ops: one op per term for all of them, no concatenation or split."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self[0].device
+
+    def numel(self) -> int:
+        return sum(x.numel() for x in self)
+
+
+def add_scaled(x, y, alpha: float):
+    """x + alpha * y, for tensors or TensorTuples: one op."""
+    if isinstance(x, TensorTuple):
+        return TensorTuple(torch._foreach_add(x, y, alpha=alpha))
+    return torch.add(x, y, alpha=alpha)
+
+
+def subtract(x, y):
+    """x - y, for tensors or TensorTuples: one op."""
+    if isinstance(x, TensorTuple):
+        return TensorTuple(torch._foreach_sub(x, y))
+    return x - y
+
+
+def in_dtype(x, dtype):
+    if dtype is None or x.dtype == dtype:
+        return x
+    return TensorTuple(t.to(dtype) for t in x) if isinstance(x, TensorTuple) else x.to(dtype)
 
 
 def combine(z: torch.Tensor | None, dt, coeffs, k: list[torch.Tensor], dtype=None) -> torch.Tensor:
@@ -45,15 +83,17 @@ def combine(z: torch.Tensor | None, dt, coeffs, k: list[torch.Tensor], dtype=Non
         return total * dt if z is None else torch.addcmul(z, total, dt)
     if len(terms) == 1 and z is not None:
         coeff, k_j = terms[0]
-        return torch.add(z, k_j, alpha=dt * coeff)
+        return add_scaled(z, k_j, dt * coeff)
     weights = [coeff for coeff, _ in terms]
     weight = max(weights, key=weights.count)
     pivot = weights.index(weight)
-    total = terms[pivot][1] if dtype is None else terms[pivot][1].to(dtype)
+    total = in_dtype(terms[pivot][1], dtype)
     for j, (coeff, k_j) in enumerate(terms):
         if j != pivot:
-            total = torch.add(total, k_j, alpha=coeff / weight)
-    return torch.mul(total, dt * weight) if z is None else torch.add(z, total, alpha=dt * weight)
+            total = add_scaled(total, k_j, coeff / weight)
+    if z is not None:
+        return add_scaled(z, total, dt * weight)
+    return TensorTuple(torch._foreach_mul(total, dt * weight)) if isinstance(total, TensorTuple) else total * (dt * weight)
 
 
 def error_direction(tableau, k: list[torch.Tensor], dtype) -> torch.Tensor:
@@ -62,9 +102,9 @@ def error_direction(tableau, k: list[torch.Tensor], dtype) -> torch.Tensor:
     fused multiply-add per term after the first, whose weight is 1."""
     weight = tableau.error_weight
     terms = [(coeff / weight, k_i) for coeff, k_i in zip(tableau.b_err, k) if coeff != 0.0]
-    out = terms[0][1].to(dtype)
+    out = in_dtype(terms[0][1], dtype)
     for coeff, k_i in terms[1:]:
-        out = torch.add(out, k_i, alpha=coeff)
+        out = add_scaled(out, k_i, coeff)
     return out
 
 
