@@ -85,7 +85,11 @@ def alf_step(func, scheme: Leapfrog, t, h, z, v):
 
 
 def lerp(v, u, weight: float):
-    """v + weight (u - v) in one op (torch.lerp; foreach for a TensorTuple)."""
+    """v + weight (u - v) in one op (torch.lerp; foreach for a TensorTuple), in the wider dtype of the
+    two (under bf16 autocast f returns bf16 while v is float32; lerp wants one dtype: one more op)."""
+    if v.dtype != u.dtype:
+        dtype = torch.promote_types(v.dtype, u.dtype)
+        v, u = in_dtype(v, dtype), in_dtype(u, dtype)
     if isinstance(v, TensorTuple):
         return TensorTuple(torch._foreach_lerp(v, u, weight))
     return torch.lerp(v, u, weight)
