@@ -8,8 +8,6 @@ NFE backward = s·N (s = stages of the propagated solution; dopri5: 6 per accept
 """
 from __future__ import annotations
 
-import torch
-
 from .method import CheckpointMethod, GradientSum, vjp
 from .rk import rk_step
 from .stepping import restore_rng

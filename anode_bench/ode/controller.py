@@ -136,13 +136,16 @@ class Controller:
             return TensorTuple(u)
         return z.abs().add_(self.offset)
 
-    def norms(self, x, u) -> list[torch.Tensor]:
+    def norms(self, x, u, in_place=False) -> list[torch.Tensor]:
         """‖x / u‖₂ over the selected part of x: one 0-d tensor, or one per tensor of a TensorTuple
-        (their root sum of squares is the norm, taken on the host after the read-back: `_hypot`)."""
+        (their root sum of squares is the norm, taken on the host after the read-back: `_hypot`).
+        in_place: divide x itself (a temporary of the caller's: one state-sized tensor less at the peak)."""
         x = self.select(x)
         if isinstance(x, TensorTuple):
-            return list(torch._foreach_norm(torch._foreach_div(x, u)))
-        return [torch.linalg.vector_norm(x / u)]
+            if in_place:
+                torch._foreach_div_(x, u)
+            return list(torch._foreach_norm(x if in_place else torch._foreach_div(x, u)))
+        return [torch.linalg.vector_norm(x.div_(u) if in_place else x / u)]
 
     def initial(self, func, t0: float, z0, f0, span: float, counter) -> tuple[float, torch.Tensor | None]:
         """(|dt|, its graph tensor or None) of the first attempt: initial_step, one evaluation of f."""
@@ -160,7 +163,7 @@ class Controller:
         sign = _sign(span)
         h0 = min(1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / max(d1, 1e-5), abs(span))
         f1 = func(t0 + sign * h0, add_scaled(z0, f0, sign * h0))
-        d2 = unit * _read_norm(self.norms(subtract(f1, f0), u0), counter) / h0
+        d2 = unit * _read_norm(self.norms(subtract(f1, f0), u0, in_place=True), counter) / h0
         d12 = max(d1, d2)
         h1 = max(1e-6, h0 * 1e-3) if d12 <= 1e-15 else (0.01 / d12) ** (1.0 / (self.tableau.order + 1))
         return min(100 * h0, h1, abs(span)), None
@@ -172,7 +175,8 @@ class Controller:
         u, u_next = self.scale(z), self.scale(z_next)
         self.known = ((z, u), (z_next, u_next))
         largest = TensorTuple(torch._foreach_maximum(u, u_next)) if isinstance(u, TensorTuple) else torch.maximum(u, u_next)
-        norms = self.norms(err, largest)
+        # err is the attempt's own temporary; not in the graph, where the in-place divide costs a backward op
+        norms = self.norms(err, largest, in_place=not self.differentiable)
         constant = self.error_weight / (self.rtol * math.sqrt(u.numel()))
         if self.differentiable:
             (norm,) = norms  # a tensor state: direct differentiates the controller of its own solve only

@@ -99,7 +99,9 @@ def combine(z: torch.Tensor | None, dt, coeffs, k: list[torch.Tensor], dtype=Non
 def error_direction(tableau, k: list[torch.Tensor], dtype) -> torch.Tensor:
     """e = sum_i (b_i - b_low_i) / w k_i (w = tableau.error_weight), the error estimate err = dt w e
     without its constant, summed in `dtype` (the state's: f may return bf16 under autocast): one
-    fused multiply-add per term after the first, whose weight is 1."""
+    fused multiply-add per term after the first, whose weight is 1. Always a new tensor, never a
+    stage itself (b and b_low both sum to 1, so they differ in two terms at least): the controller
+    divides it in place."""
     weight = tableau.error_weight
     terms = [(coeff / weight, k_i) for coeff, k_i in zip(tableau.b_err, k) if coeff != 0.0]
     out = in_dtype(terms[0][1], dtype)
