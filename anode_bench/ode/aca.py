@@ -8,9 +8,7 @@ NFE backward = s·N (s = stages of the propagated solution; dopri5: 6 per accept
 """
 from __future__ import annotations
 
-import torch
-
-from .method import CheckpointMethod, accumulate, vjp
+from .method import CheckpointMethod, GradientSum, vjp
 from .rk import rk_step
 from .stepping import restore_rng
 
@@ -24,11 +22,11 @@ class ACA(CheckpointMethod):
     def backward(self, func, params, plan, trajectory, z0, z1, grad_z1, info):
         ts = trajectory.ts
         adj = grad_z1
-        grad_params = [torch.zeros_like(p) for p in params]
+        grad_params = GradientSum(params)
         for i in reversed(range(len(ts) - 1)):
             restore_rng(trajectory.rng_states[i], z0.device)
             z = trajectory.states[i].detach().requires_grad_()
             z_next, _, _ = rk_step(func, plan.tableau, ts[i], ts[i + 1] - ts[i], z)
             adj, *step_grads = vjp(z_next, (z, *params), adj)
-            accumulate(grad_params, step_grads)
-        return adj, grad_params
+            grad_params.add(step_grads)
+        return adj, grad_params.total()

@@ -24,6 +24,7 @@ import dataclasses
 import torch
 
 from .method import CheckpointMethod, vjp
+from .rk import TensorTuple
 from .stepping import SolvePlan, integrate
 
 NORMS = ("full", "seminorm")
@@ -40,9 +41,21 @@ def reverse_dtype(z1: torch.Tensor, grad_z1: torch.Tensor, params) -> torch.dtyp
     and θ. Under bfloat16 autocast a bf16 block input would otherwise make the adjoint a(t) and the
     gradient accumulator g_θ bf16 too; f still sees z in its forward dtype."""
     dtype = torch.float32
-    for d in (z1.dtype, grad_z1.dtype, *(p.dtype for p in params)):
-        dtype = torch.promote_types(dtype, d)
+    for d in {z1.dtype, grad_z1.dtype, *(p.dtype for p in params)}:
+        if d != dtype:
+            dtype = torch.promote_types(dtype, d)
     return dtype
+
+
+def zeros_like_all(tensors, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Zeros shaped like each tensor, in `dtype`: two ops for all of them where torch has
+    `_foreach_clone` and the dtypes agree."""
+    if tensors and hasattr(torch, "_foreach_clone") and all(t.dtype == dtype for t in tensors):
+        with torch.no_grad():
+            zeros = list(torch._foreach_clone(list(tensors)))
+            torch._foreach_zero_(zeros)
+        return zeros
+    return [torch.zeros_like(t, dtype=dtype) for t in tensors]
 
 
 class Adjoint(CheckpointMethod):
@@ -65,28 +78,28 @@ def solve_backwards(func, params, plan, z0, z1, grad_z1, info, *, norm: str, z_a
     or, given `z_at(t)`, read from that (the interpolated adjoint) with [a, g_θ] as the state.
     One f evaluation and its VJP per reverse evaluation. norm `seminorm` leaves g_θ out of the
     adaptive error norm (and the starting-step guess); `full` looks at the whole state.
+
+    The state is a TensorTuple (rk.py) of z, a and one tensor per parameter, each in its own shape:
+    the solver sums it with one foreach op per stage term, and an evaluation neither concatenates
+    nor splits it.
     """
     carried = z_at is None
-    shape, size = z1.shape, z1.numel()
-    param_sizes = [p.numel() for p in params]
     dtype = reverse_dtype(z1, grad_z1, params)
-    a_start = size if carried else 0  # a's offset in the state
+    a_index = 1 if carried else 0  # a's place in the state
 
     def augmented(t, state):
-        z = (state[:size].view(shape) if carried else z_at(t)).to(z1.dtype).detach().requires_grad_()
-        adj = state[a_start : a_start + size].view(shape)
+        z = (state[0] if carried else z_at(t)).to(z1.dtype).detach().requires_grad_()
         f = func(t, z)
         # -aᵀ ∂f/∂z and -aᵀ ∂f/∂θ as one VJP with -a: negation is exact, so one op instead of one per tensor
-        neg_grad_z, *neg_grad_params = vjp(f, (z, *params), (-adj).to(f.dtype))
-        carried_f = [f.detach().reshape(-1)] if carried else []
-        return torch.cat([*carried_f, neg_grad_z.reshape(-1), *(g.reshape(-1) for g in neg_grad_params)]).to(dtype)
+        neg_grads = vjp(f, (z, *params), (-state[a_index]).to(f.dtype))
+        carried_f = [f.detach()] if carried else []
+        return TensorTuple(x.to(dtype) for x in (*carried_f, *neg_grads))
 
-    carried_z1 = [z1.detach().reshape(-1).to(dtype)] if carried else []
-    start = torch.cat([*carried_z1, grad_z1.reshape(-1).to(dtype), z1.new_zeros(sum(param_sizes), dtype=dtype)])
-    norm_size = a_start + size if norm == "seminorm" else None
+    carried_z1 = [z1.detach().to(dtype)] if carried else []
+    start = TensorTuple([*carried_z1, grad_z1.to(dtype), *zeros_like_all(params, dtype)])
+    norm_size = (a_index + 1) * z1.numel() if norm == "seminorm" else None
     end, trajectory_back = integrate(augmented, start, reversed_plan(plan), norm_size=norm_size)
     info.n_rejected_backward += trajectory_back.n_rejected
     info.host_syncs_backward += trajectory_back.host_syncs
-    grad_z0 = end[a_start : a_start + size].view(shape).to(z0.dtype)
-    flat_params = end[a_start + size :].split(param_sizes)
-    return grad_z0, [g.view_as(p).to(p.dtype) for g, p in zip(flat_params, params)]
+    grad_z0 = end[a_index].to(z0.dtype)
+    return grad_z0, [g.to(p.dtype) for g, p in zip(end[a_index + 1 :], params)]

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .rk import TensorTuple, add_scaled, in_dtype
+
 
 @dataclass(frozen=True)
 class Leapfrog:
@@ -69,21 +71,33 @@ def alf_start(func, t0, z):
     """v_0 = f(t0, z0), held in the state's dtype at least: under bfloat16 autocast f returns bf16,
     and a bf16 velocity would round every step (and mali's inverse) to bf16. Exact otherwise."""
     v = func(t0, z)
-    return v.to(torch.promote_types(v.dtype, z.dtype))
+    return in_dtype(v, v.dtype if v.dtype == z.dtype else torch.promote_types(v.dtype, z.dtype))
 
 
 def alf_step(func, scheme: Leapfrog, t, h, z, v):
-    """(z_next, v_next) of one ALF step from (t, z, v); one evaluation of f. Four ops besides f
-    (each a fused multiply-add, torch.add with alpha)."""
-    z_half = torch.add(z, v, alpha=h / 2)
+    """(z_next, v_next) of one ALF step from (t, z, v); one evaluation of f. Three ops besides f:
+    two fused multiply-adds (torch.add with alpha) and v_next as one torch.lerp (foreach ops for a
+    TensorTuple state)."""
+    z_half = add_scaled(z, v, h / 2)
     u = func(t + h / 2, z_half)
-    v_next = torch.add(v, u - v, alpha=2 * scheme.eta)
-    return torch.add(z_half, v_next, alpha=h / 2), v_next
+    v_next = lerp(v, u, 2 * scheme.eta)  # v + 2η (u - v)
+    return add_scaled(z_half, v_next, h / 2), v_next
+
+
+def lerp(v, u, weight: float):
+    """v + weight (u - v) in one op (torch.lerp; foreach for a TensorTuple), in the wider dtype of the
+    two (under bf16 autocast f returns bf16 while v is float32; lerp wants one dtype: one more op)."""
+    if v.dtype != u.dtype:
+        dtype = torch.promote_types(v.dtype, u.dtype)
+        v, u = in_dtype(v, dtype), in_dtype(u, dtype)
+    if isinstance(v, TensorTuple):
+        return TensorTuple(torch._foreach_lerp(v, u, weight))
+    return torch.lerp(v, u, weight)
 
 
 def alf_inverse(func, scheme: Leapfrog, t, h, z_next, v_next):
     """(z, v) with alf_step(t, h, z, v) = (z_next, v_next), up to rounding; one evaluation of f."""
     z_half = torch.add(z_next, v_next, alpha=-h / 2)
     u = func(t + h / 2, z_half)
-    v = torch.add(v_next, u, alpha=-2 * scheme.eta) / (1 - 2 * scheme.eta)
+    v = lerp(u, v_next, 1 / (1 - 2 * scheme.eta))  # (v_next - 2η u) / (1 - 2η) = u + (v_next - u) / (1 - 2η)
     return torch.add(z_half, v, alpha=-h / 2), v

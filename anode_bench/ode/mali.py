@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .method import CheckpointMethod, accumulate, vjp
+from .method import CheckpointMethod, GradientSum, vjp
 from .stepping import restore_rng
 
 
@@ -32,9 +32,9 @@ class Mali(CheckpointMethod):
     def backward(self, func, params, plan, trajectory, z0, z1, grad_z1, info):
         ts, scheme, device = trajectory.ts, plan.tableau, z0.device
         rng = trajectory.rng_states  # [before v_0, at the start of step 1, 2, ...]
-        grad_params = [torch.zeros_like(p) for p in params]
-        adj_z, adj_v = grad_z1, torch.zeros_like(grad_z1)
-        z, v = z1.detach(), trajectory.carry
+        grad_params = GradientSum(params)
+        adj_z, adj_v = grad_z1, None  # dL/dv_N = 0: the last step is differentiated through z_out alone
+        z, v = z1, trajectory.carry  # only ever read under no_grad (the inverse steps): no detach
         for n in reversed(range(1, len(ts) - 1)):
             h = ts[n + 1] - ts[n]
             restore_rng(rng[n], device)
@@ -43,13 +43,21 @@ class Mali(CheckpointMethod):
             restore_rng(rng[n], device)
             z_in, v_in = z.requires_grad_(), v.requires_grad_()
             z_out, v_out, _ = scheme.step(func, ts[n], h, z_in, v_in)
-            adj_z, adj_v, *step_grads = vjp((z_out, v_out), (z_in, v_in, *params), (adj_z, adj_v))
-            accumulate(grad_params, step_grads)
-            z, v = z.detach(), v.detach()
+            outputs, cotangents = _outputs(z_out, v_out, adj_z, adj_v)
+            adj_z, adj_v, *step_grads = vjp(outputs, (z_in, v_in, *params), cotangents)
+            grad_params.add(step_grads)  # the next inverse reads z, v under no_grad: no detach needed
         restore_rng(rng[0], device)
         z_in = z0.detach().requires_grad_()
         v_in = scheme.start(func, ts[0], z_in)
         z_out, v_out, _ = scheme.step(func, ts[0], ts[1] - ts[0], z_in, v_in)
-        grad_z0, *step_grads = vjp((z_out, v_out), (z_in, *params), (adj_z, adj_v))
-        accumulate(grad_params, step_grads)
-        return grad_z0, grad_params
+        outputs, cotangents = _outputs(z_out, v_out, adj_z, adj_v)
+        grad_z0, *step_grads = vjp(outputs, (z_in, *params), cotangents)
+        grad_params.add(step_grads)
+        return grad_z0, grad_params.total()
+
+
+def _outputs(z_out, v_out, adj_z, adj_v):
+    """(outputs, their cotangents) of a step for vjp, v_out left out while its cotangent is zero."""
+    if adj_v is None:
+        return z_out, adj_z
+    return (z_out, v_out), (adj_z, adj_v)

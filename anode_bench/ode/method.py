@@ -174,7 +174,7 @@ def unobserved(func: CountedFunc, device: torch.device):
     statistics) are restored afterwards and the global RNG is left as it was."""
     buffers = list(func.func.buffers())
     with torch.no_grad():
-        saved_buffers = [b.clone() for b in buffers]
+        saved_buffers = _clones(buffers)
     devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
@@ -221,10 +221,31 @@ class _CheckpointedSolve(torch.autograd.Function):
         return (grad_z0, None, None, None, None, *grad_params)
 
 
-def accumulate(totals: list[torch.Tensor], grads) -> None:
-    """totals[i] += grads[i] for every i, in one fused op (a step's parameter gradients into the sum)."""
-    if totals:
-        torch._foreach_add_(totals, list(grads))
+def _clones(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of the tensors, in one op where torch has `_foreach_clone`."""
+    if not tensors:
+        return []
+    if hasattr(torch, "_foreach_clone"):
+        return list(torch._foreach_clone(tensors))
+    return [t.clone() for t in tensors]
+
+
+class GradientSum:
+    """The running sum of the parameter gradients of a method's steps (or stages): the first
+    step's gradients become the sum (no zeros to add them to), each later one is added in one fused
+    op. `total()` is the sum (zeros if nothing was added)."""
+
+    def __init__(self, params):
+        self.params, self.sum = params, None
+
+    def add(self, grads) -> None:
+        if self.sum is None:
+            self.sum = list(grads)  # vjp's own new tensors: summed into in place from here on
+        elif self.sum:
+            torch._foreach_add_(self.sum, list(grads))
+
+    def total(self) -> list[torch.Tensor]:
+        return self.sum if self.sum is not None else [torch.zeros_like(p) for p in self.params]
 
 
 def vjp(outputs, inputs, grad_outputs):

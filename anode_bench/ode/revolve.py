@@ -42,7 +42,7 @@ from math import comb
 
 import torch
 
-from .method import CheckpointMethod, accumulate, vjp
+from .method import CheckpointMethod, GradientSum, vjp
 from .rk import rk_step
 from .stepping import capture_rng, restore_rng
 
@@ -117,7 +117,7 @@ class Revolve(CheckpointMethod):
         kept = [0] + (sweep_snapshots(steps, self.checkpoints) if plan.grid is not None else [])
         snapshots = dict(zip(kept, zip([z0.detach(), *trajectory.states], trajectory.rng_states)))
         trajectory.states.clear()  # each snapshot goes once the schedule is done with it
-        grad_params = [torch.zeros_like(p) for p in params]
+        grad_params = GradientSum(params)
 
         def advance(a, j):
             """z_j by graph-free steps from the snapshot z_a (a <= j), the RNG left at step j's start."""
@@ -132,7 +132,7 @@ class Revolve(CheckpointMethod):
             z = z.detach().requires_grad_()
             z_next, _, _ = rk_step(func, tableau, ts[n], ts[n + 1] - ts[n], z)
             adj, *step_grads = vjp(z_next, (z, *params), adj)
-            accumulate(grad_params, step_grads)
+            grad_params.add(step_grads)
             return adj
 
         def reverse(a, b, free, adj):
@@ -151,4 +151,4 @@ class Revolve(CheckpointMethod):
             return adj
 
         grad_z0 = reverse(0, steps, self.checkpoints - 1, grad_z1)
-        return grad_z0, grad_params
+        return grad_z0, grad_params.total()

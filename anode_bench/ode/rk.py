@@ -6,47 +6,117 @@ From (t, z) with step dt:
     k_i    = f(t + c_i dt, z + dt * sum_{j<i} a_ij k_j),   i = 1..s
     z_next = z + dt * sum_i b_i k_i
     err    = dt * sum_i (b_i - b_low_i) k_i                (embedded pairs only)
+           = dt * w * e,   e = sum_i (b_i - b_low_i) / w k_i,   w the first nonzero b_i - b_low_i
+
+rk_step returns e, the error estimate without its constant dt w (one op fewer than err, which the
+controller applies to the norm's one number: controller.Controller).
 
 Shapes: z and every k_i share one shape; t and dt are Python floats, or 0-d tensors when
-`direct` differentiates an adaptive controller.
+`direct` differentiates an adaptive controller. A state may also be a `TensorTuple` (the adjoint's
+[z, a, g_θ]), k_i then one of the same shapes: each sum is then one foreach op per term for all of
+its tensors.
 
-Each weighted sum costs one op per nonzero term (`combine`): on a GPU every op is at least one
-kernel launch, and a step's combinations are most of what the solver adds to f's own work.
+Each weighted sum costs one op per nonzero term (`combine`), and its backward one multiply per
+distinct weight ratio: on a GPU every op is at least one kernel launch, and a step's combinations
+are most of what the solver adds to f's own work.
 """
 from __future__ import annotations
 
 import torch
 
 
-def combine(z: torch.Tensor | None, dt, coeffs, k: list[torch.Tensor], dtype=None) -> torch.Tensor:
-    """z + dt * sum_j coeffs[j] k[j] (z None: the sum alone, summed in `dtype` if given: the error
-    estimate stays in the state's dtype when f returns bf16 under autocast), skipping zero coefficients.
+class TensorTuple(tuple):
+    """A state made of several tensors of one dtype and device (the adjoint's [z, a, g_θ]), summed
+    with torch._foreach_* ops: one op per term for all of them, no concatenation or split."""
 
-    A float dt: one fused multiply-add per term, torch.add(out, k_j, alpha=dt * coeffs[j]). A
-    tensor dt (in the autograd graph): the float-weighted sum first, then one multiply-add by dt.
+    @property
+    def dtype(self) -> torch.dtype:
+        return self[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self[0].device
+
+    def numel(self) -> int:
+        return sum(x.numel() for x in self)
+
+
+def add_scaled(x, y, alpha: float):
+    """x + alpha * y, for tensors or TensorTuples: one op."""
+    if isinstance(x, TensorTuple):
+        return TensorTuple(torch._foreach_add(x, y, alpha=alpha))
+    return torch.add(x, y, alpha=alpha)
+
+
+def subtract(x, y):
+    """x - y, for tensors or TensorTuples: one op."""
+    if isinstance(x, TensorTuple):
+        return TensorTuple(torch._foreach_sub(x, y))
+    return x - y
+
+
+def in_dtype(x, dtype):
+    if dtype is None or x.dtype == dtype:
+        return x
+    return TensorTuple(t.to(dtype) for t in x) if isinstance(x, TensorTuple) else x.to(dtype)
+
+
+def combine(z: torch.Tensor | None, dt, coeffs, k: list[torch.Tensor], dtype=None) -> torch.Tensor:
+    """z + dt * sum_j coeffs[j] k[j] (z None: the sum alone), skipping zero coefficients, summed in
+    `dtype` (default z's: the state's dtype when f returns bf16 under autocast).
+
+    A float dt: with w the most frequent coefficient, z + (dt w) * (sum_j coeffs[j]/w k_j), the sum
+    started from a term of weight w: one op per term, as a fused multiply-add per term would be, and
+    in backward one multiply by dt w plus one per term whose coefficient is not w (heun's b = (1/2,
+    1/2): one, not two; rk4's: three, not four). A tensor dt (in the autograd graph): the
+    float-weighted sum first, then one multiply-add by dt.
     """
     terms = [(coeff, k_j) for coeff, k_j in zip(coeffs, k) if coeff != 0.0]
     if not terms:
         return z
-    if z is None and dtype is not None:
-        terms[0] = (terms[0][0], terms[0][1].to(dtype))
+    dtype = dtype or (z.dtype if z is not None else None)
     if isinstance(dt, torch.Tensor):
         total = None
         for coeff, k_j in terms:
+            k_j = k_j if total is not None or dtype is None else k_j.to(dtype)
             total = torch.mul(k_j, coeff) if total is None else torch.add(total, k_j, alpha=coeff)
         return total * dt if z is None else torch.addcmul(z, total, dt)
-    out = z
-    for coeff, k_j in terms:
-        out = torch.mul(k_j, dt * coeff) if out is None else torch.add(out, k_j, alpha=dt * coeff)
+    if len(terms) == 1 and z is not None:
+        coeff, k_j = terms[0]
+        return add_scaled(z, k_j, dt * coeff)
+    weights = [coeff for coeff, _ in terms]
+    weight = max(weights, key=weights.count)
+    pivot = weights.index(weight)
+    total = in_dtype(terms[pivot][1], dtype)
+    for j, (coeff, k_j) in enumerate(terms):
+        if j != pivot:
+            total = add_scaled(total, k_j, coeff / weight)
+    if z is not None:
+        return add_scaled(z, total, dt * weight)
+    return TensorTuple(torch._foreach_mul(total, dt * weight)) if isinstance(total, TensorTuple) else total * (dt * weight)
+
+
+def error_direction(tableau, k: list[torch.Tensor], dtype) -> torch.Tensor:
+    """e = sum_i (b_i - b_low_i) / w k_i (w = tableau.error_weight), the error estimate err = dt w e
+    without its constant, summed in `dtype` (the state's: f may return bf16 under autocast): one
+    fused multiply-add per term after the first, whose weight is 1. Always a new tensor, never a
+    stage itself (b and b_low both sum to 1, so they differ in two terms at least): the controller
+    divides it in place."""
+    weight = tableau.error_weight
+    terms = [(coeff / weight, k_i) for coeff, k_i in zip(tableau.b_err, k) if coeff != 0.0]
+    out = in_dtype(terms[0][1], dtype)
+    for coeff, k_i in terms[1:]:
+        out = add_scaled(out, k_i, coeff)
     return out
 
 
 def rk_step(func, tableau, t, dt, z, k1=None, with_error=False):
-    """One explicit RK step. Returns (z_next, err or None, stages k). k1 = f(t, z) if already known."""
+    """One explicit RK step. Returns (z_next, e or None, stages k): e the error estimate without its
+    constant dt w (`error_direction`). k1 = f(t, z) if already known."""
     stages = tableau.stages if with_error else tableau.solution_stages
     k = [func(t, z) if k1 is None else k1]
     for i in range(1, stages):
         k.append(func(t + tableau.c[i] * dt, combine(z, dt, tableau.a[i], k)))
     z_next = combine(z, dt, tableau.b, k)
-    err = combine(None, dt, tableau.b_err, k, dtype=z.dtype) if with_error else None
+    err = error_direction(tableau, k, z.dtype) if with_error else None
     return z_next, err, k

@@ -1,7 +1,8 @@
 """The solve loops: a fixed grid for every scheme, and the error-controlled loop of an adaptive one.
 
-Shapes: the state z is any floating tensor, [B, C, H, W] for image models; time is a Python
-float (time and state dtypes are independent). Only when `direct` differentiates an adaptive
+Shapes: the state z is any floating tensor, [B, C, H, W] for image models, or a TensorTuple of
+them (rk.py; the adjoint's reverse state, on Runge-Kutta tableaus); time is a Python float (time
+and state dtypes are independent). Only when `direct` differentiates an adaptive
 controller are t and dt 0-d tensors in the graph.
 
 The loops step a scheme (schemes.py) through its interface only, and leave step-size decisions to
@@ -18,7 +19,7 @@ from typing import Callable
 import torch
 
 from .controller import Controller, _sign, _value
-from .rk import rk_step
+from .rk import TensorTuple, rk_step
 from .schemes import Scheme
 
 
@@ -86,12 +87,19 @@ def integrate(
         z1, trajectory = _integrate_adaptive(
             func, z0, plan, record_states, record_rng, differentiate_controller, norm_size, on_step
         )
-    if plan.check_finite and plan.grid is not None and not _value(torch.isfinite(z1).all(), trajectory):
+    if plan.check_finite and plan.grid is not None and not _value(_all_finite(z1), trajectory):
         raise NonFiniteStateError(
             f"ODE state became non-finite during a {plan.tableau.name} solve from t={plan.t0} to t={plan.t1} "
             f"with {len(plan.grid) - 1} steps (a diverging network or too few steps)"
         )
     return z1, trajectory
+
+
+def _all_finite(z) -> torch.Tensor:
+    """A 0-d bool tensor: every entry of the state (a tensor or a TensorTuple) is finite."""
+    if isinstance(z, TensorTuple):
+        return torch.stack([torch.isfinite(x).all() for x in z]).all()
+    return torch.isfinite(z).all()
 
 
 def _keeps(record, i: int) -> bool:
@@ -160,7 +168,7 @@ def _integrate_adaptive(
                 f"ODE state became non-finite in a {tableau.name} step at t={t:.6g} (dt={t_next - t:.3g})"
             )
         accepted = ratio <= 1.0
-        dt, dt_graph = next_dt[accepted]
+        dt, dt_graph = next_dt(accepted)
         if not accepted:
             trajectory.n_rejected += 1
             k1, z_next, err, k = k[0], None, None, None  # free the attempt's stages before the next attempt

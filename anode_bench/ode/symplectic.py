@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import torch
 
-from .method import CheckpointMethod, accumulate, vjp
+from .method import CheckpointMethod, GradientSum, vjp
 from .rk import combine
 from .stepping import capture_rng, restore_rng
 
@@ -47,7 +47,7 @@ class Symplectic(CheckpointMethod):
         ts, tableau = trajectory.ts, plan.tableau
         stages = tableau.solution_stages
         adj = grad_z1
-        grad_params = [torch.zeros_like(p) for p in params]
+        grad_params = GradientSum(params)
         for n in reversed(range(len(ts) - 1)):
             t, h, z = ts[n], ts[n + 1] - ts[n], trajectory.states[n].detach()
             restore_rng(trajectory.rng_states[n], z0.device)
@@ -62,10 +62,14 @@ class Symplectic(CheckpointMethod):
                 kappa = h * tableau.b[i] * adj
                 for j in range(i + 1, stages):
                     if tableau.a[j][i] != 0.0:
-                        kappa = kappa + (h * tableau.a[j][i]) * ell[j]
-                x = combine(z, h, tableau.a[i], k[:i]).detach().requires_grad_()
+                        kappa = torch.add(kappa, ell[j], alpha=h * tableau.a[j][i])
+                # of z (detached) and k (no graph): a leaf to differentiate at; z itself at the first stage, last here
+                x = combine(z, h, tableau.a[i], k[:i]).requires_grad_()
                 restore_rng(stage_rng[i], z0.device)
                 ell[i], *stage_grads = vjp(func(t + tableau.c[i] * h, x), (x, *params), kappa)
-                accumulate(grad_params, stage_grads)
-            adj = adj + sum(ell)
-        return adj, grad_params
+                grad_params.add(stage_grads)
+            total = ell[0]
+            for ell_i in ell[1:]:
+                total = total + ell_i
+            adj = adj + total  # the sum of the ℓ_i first, as sum(ell) (without its 0 +)
+        return adj, grad_params.total()

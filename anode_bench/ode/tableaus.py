@@ -103,6 +103,11 @@ class Tableau:
         return tuple(hi - lo for hi, lo in zip(self.b, self.b_low))
 
     @property
+    def error_weight(self) -> float:
+        """w, the first nonzero b_i - b_low_i: the error estimate is dt·w·Σ (b_i - b_low_i)/w k_i (rk.rk_step)."""
+        return next(coeff for coeff in self.b_err if coeff != 0.0)
+
+    @property
     def fsal(self) -> bool:
         """First Same As Last: the last stage is f(t + dt, z_next), so it is the next step's k_1."""
         return self.c[-1] == 1.0 and self.a[-1] == self.b[:-1] and self.b[-1] == 0.0
