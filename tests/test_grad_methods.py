@@ -176,7 +176,9 @@ def test_every_methods_forward_returns_directs_state(grad, solver):
     result, info = odeint(copy.deepcopy(func), y0.clone().requires_grad_(), grad=grad, return_info=True, **args)
     assert result.requires_grad
     if adaptive:
-        assert len(info.ts) > 2 and info.ts == pytest.approx(ref_info.ts, rel=1e-12)
+        # the step factor's power rounds differently in torch (direct's graph) and on the host (a few ulps),
+        # and accepted times add up those differences: seen up to 4.8e-12 over 40 seeds; a different step is >1e-4
+        assert len(info.ts) > 2 and info.ts == pytest.approx(ref_info.ts, rel=1e-10)
         torch.testing.assert_close(result.detach(), reference.detach(), rtol=1e-12, atol=1e-12)
     else:
         assert torch.equal(result.detach(), reference.detach())
