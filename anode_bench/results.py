@@ -99,10 +99,10 @@ def summary(metrics: dict, run_dir: Path) -> str:
     """The paragraph a run ends with: status, accuracy, gradient error, memory, time, where it wrote."""
     fmt = lambda value, spec, unit="": "n/a" if value is None else f"{value:{spec}}{unit}"  # noqa: E731
     failure = f" ({metrics[tags.FAILURE]})" if metrics[tags.FAILURE] else ""
-    epochs = f"{metrics[tags.EPOCHS]} epoch{'' if metrics[tags.EPOCHS] == 1 else 's'}"
+    count = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"  # noqa: E731
     ratio = metrics.get(tags.mean_key(tags.GRAD_FLOOR_RATIO))
     floor = f"{ratio:.3g}x the precision floor" if ratio is not None else "no ratio to the precision floor"
-    return (f"{metrics[tags.STATUS]}{failure} after {epochs}, {metrics[tags.STEPS]} steps: "
+    return (f"{metrics[tags.STATUS]}{failure} after {count(metrics[tags.EPOCHS], 'epoch')}, {count(metrics[tags.STEPS], 'step')}: "
             f"test acc {fmt(metrics[tags.TEST_ACC], '.2%')} (best {fmt(metrics[tags.BEST_ACC], '.2%')}), "
             f"gradient error {fmt(metrics[tags.mean_key(tags.GRAD_REL_L2)], '.2e')} (relative L2, mean of the probes; {floor}), "
             f"peak memory {fmt(metrics[tags.PEAK_MIB], '.1f', ' MiB')}, {fmt(metrics[tags.STEP_MS], '.1f', ' ms')}/step, "

@@ -150,7 +150,7 @@ def test_sgd_steps_lower_the_loss_with_every_gradient_method(name, grad, cifar_b
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, labels = cifar_batch
     losses = []
-    for _ in range(8):
+    for _ in range(10):
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), labels)
         loss.backward()
@@ -158,7 +158,9 @@ def test_sgd_steps_lower_the_loss_with_every_gradient_method(name, grad, cifar_b
         losses.append(loss.item())
     # the best loss, not the last: at lr 0.1 with momentum 0.9 on one batch the loss can overshoot back
     # up (seen once, resnet_tiny with mali: 2.40 -> 0.74 after six steps -> 2.39 at the eighth)
-    assert math.isfinite(losses[-1]) and min(losses) < 0.95 * losses[0], losses  # seen: <= 0.90 (sqnxt_tiny), <= 0.65 (resnet_tiny)
+    # ten steps, not eight: sqnxt_tiny's best of eight was 0.955 of the first loss on one seed (0.80 median over
+    # 40 seeds, 0.90 the worst); of ten, 0.74 median and 0.83 worst over 40 seeds (resnet_tiny: 0.15 median, 0.50 worst)
+    assert math.isfinite(losses[-1]) and min(losses) < 0.95 * losses[0], losses
 
 
 @pytest.mark.parametrize("name", TINY)
