@@ -32,14 +32,25 @@ RUN = ["experiment=smoke", "grad=aca", "solver=rk4", "trainer.precision=fp64", "
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
 
 
-def single_process(args, cwd):
-    return subprocess.run([sys.executable, "-m", "anode_bench.train", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+def started(command, cwd):
+    return subprocess.Popen(command, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(process, timeout=300):
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def single_process_started(args, cwd):
+    return started([sys.executable, "-m", "anode_bench.train", *args], cwd)
+
+
+def two_processes_started(args, cwd):
+    return started([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "anode_bench.train", *args], cwd)
 
 
 def two_processes(args, cwd):
-    command = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "anode_bench.train", *args]
-    return subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+    return finished(two_processes_started(args, cwd))
 
 
 def scalars(run_dir, tag):
@@ -50,13 +61,15 @@ def scalars(run_dir, tag):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One process on batch 64; two processes on 32 each, with and without sync BN."""
+    """One process on batch 64; two processes on 32 each, with and without sync BN. The three runs
+    are independent single-threaded processes, so they run at once."""
     root = tmp_path_factory.mktemp("ddp")
-    results = {
-        "single": single_process([*RUN, f"hydra.run.dir={root / 'single'}"], root),
-        "sync_bn": two_processes([*RUN, "trainer.sync_bn=true", f"hydra.run.dir={root / 'sync_bn'}"], root),
-        "local_bn": two_processes([*RUN, f"hydra.run.dir={root / 'local_bn'}"], root),
+    processes = {
+        "single": single_process_started([*RUN, f"hydra.run.dir={root / 'single'}"], root),
+        "sync_bn": two_processes_started([*RUN, "trainer.sync_bn=true", f"hydra.run.dir={root / 'sync_bn'}"], root),
+        "local_bn": two_processes_started([*RUN, f"hydra.run.dir={root / 'local_bn'}"], root),
     }
+    results = {name: finished(process) for name, process in processes.items()}
     for name, result in results.items():
         assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
     return {name: root / name for name in results}
@@ -94,18 +107,34 @@ def test_only_rank_zero_writes(runs):
         assert log.count("epoch 1/1: train loss") == 1, log
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["trainer.batch_size=63"], "trainer.batch_size=63 must be divisible by the 2 torchrun processes "
-                                "(each trains on batch_size / processes images)"),
-    (["trainer.sync_bn=true", "solver=bosh3"], "trainer.sync_bn=true cannot run the adaptive solver bosh3: each rank "
-     "picks its own steps, so their BatchNorm all_reduces would not pair up; use a fixed-step solver or sync_bn=false"),
-], ids=["uneven-batch", "sync-bn-adaptive"])
-def test_what_torchrun_cannot_run_is_refused_in_one_line(tmp_path, overrides, message):
-    result = two_processes([*RUN, *overrides, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+REFUSED = {
+    "uneven-batch": (["trainer.batch_size=63"], "trainer.batch_size=63 must be divisible by the 2 torchrun processes "
+                                                "(each trains on batch_size / processes images)"),
+    "sync-bn-adaptive": (["trainer.sync_bn=true", "solver=bosh3"], "trainer.sync_bn=true cannot run the adaptive solver bosh3: "
+                         "each rank picks its own steps, so their BatchNorm all_reduces would not pair up; use a fixed-step solver "
+                         "or sync_bn=false"),
+}
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """Each case of REFUSED under torchrun, all launched at once (each is mostly imports): name -> (result, run dir)."""
+    root = tmp_path_factory.mktemp("refused")
+    processes = {}
+    for name, (overrides, _) in REFUSED.items():
+        (root / name).mkdir()
+        processes[name] = two_processes_started([*RUN, *overrides, f"hydra.run.dir={root / name / 'run'}"], root / name)
+    return {name: (finished(process), root / name / "run") for name, process in processes.items()}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_what_torchrun_cannot_run_is_refused_in_one_line(refused, case):
+    result, run_dir = refused[case]
+    message = REFUSED[case][1]
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.startswith("anode-train:")]
     assert lines == [f"anode-train: {message}"]
-    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not (run_dir / "metrics.json").exists()
 
 
 def _sync_bn_rank(rank, world_size, init_file, x, grad_out, state, results):
@@ -156,18 +185,23 @@ def test_sigterm_to_torchrun_checkpoints_once_and_resume_ends_as_an_uninterrupte
     command = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "anode_bench.train", *args]
     process = subprocess.Popen([*command, f"hydra.run.dir={interrupted}"], cwd=tmp_path, env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (interrupted / "checkpoints").exists():  # the first epoch is done: stop during the second
-        assert process.poll() is None and time.time() < deadline, "no checkpoint after the first epoch"
-        time.sleep(0.1)
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=120)
-    assert (interrupted / "train.log").read_text().count("continue with trainer.resume=true") == 1
-    assert not (interrupted / "metrics.json").exists()
-    assert len(list((interrupted / "checkpoints").glob("step_*.pt"))) == 2  # epoch 1's and the signal's
-    resumed = two_processes([*args, f"hydra.run.dir={interrupted}", "trainer.resume=true"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    whole = two_processes([*args, f"hydra.run.dir={uninterrupted}"], tmp_path)
+    whole = two_processes_started([*args, f"hydra.run.dir={uninterrupted}"], tmp_path)  # the reference, meanwhile
+    try:
+        deadline = time.time() + 240
+        while not (interrupted / "checkpoints").exists():  # the first epoch is done: stop during the second
+            assert process.poll() is None and time.time() < deadline, "no checkpoint after the first epoch"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+        assert (interrupted / "train.log").read_text().count("continue with trainer.resume=true") == 1
+        assert not (interrupted / "metrics.json").exists()
+        assert len(list((interrupted / "checkpoints").glob("step_*.pt"))) == 2  # epoch 1's and the signal's
+        resumed = two_processes([*args, f"hydra.run.dir={interrupted}", "trainer.resume=true"], tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+    except BaseException:
+        whole.terminate()  # torchrun forwards it to its ranks
+        raise
+    whole = finished(whole)
     assert whole.returncode == 0, whole.stderr[-3000:]
     # memory/peak_mib is left out too: a new process's first DDP backward allocates its gradient
     # buckets (measured: 1.5 KB more in the profiled step after the resume)
