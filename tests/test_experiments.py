@@ -12,10 +12,10 @@ from anode_bench.config import CONFIG_DIR
 
 ROOT = Path(CONFIG_DIR).parent
 SAMPLE = ROOT.parent / "shared" / "data" / "cifar10_sample.npz"
-# a run of one step on 256 + 100 images of the real-image sample (the configs' torchvision CIFAR-10 is not
-# downloaded in tests)
-TINY_RUN = ["trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.eval_batch_size=100", "dataset.train_size=256",
-            "dataset.test_size=100", "probe.every=1", f"dataset.path={SAMPLE}"]
+# a run of one step of 16 images, tested on 16 and probed on 8, of the real-image sample (the configs'
+# torchvision CIFAR-10 is not downloaded in tests; the configs' batch of 256 would cost seconds per step)
+TINY_RUN = ["trainer.epochs=1", "trainer.max_steps_per_epoch=1", "trainer.batch_size=16", "trainer.eval_batch_size=16",
+            "dataset.train_size=16", "dataset.test_size=16", "probe.every=1", "probe.batch_size=8", f"dataset.path={SAMPLE}"]
 # ANODE's small-network table: network -> (preset, ODE width override); the paper's mean test accuracy
 SMALL = {"resnet4": ("resnet4_anode", {}), "resnet10": ("resnet10_anode", {}), "alexnet": ("alexnet_anode", {"width": 0.5})}
 

@@ -17,7 +17,7 @@ def test_small_ode_resnet_trained_with_aca_learns_real_cifar10(tmp_path):
     run_dir = tmp_path / "run"
     args = [
         "dataset=cifar10", f"dataset.path={SAMPLE}", "model=resnet_tiny", "+model.arch.widths=[8,16,32,64]",
-        "+model.arch.stem_width=8", "grad=aca", "solver=rk4", "solver.steps=1", "trainer.epochs=4",
+        "+model.arch.stem_width=8", "grad=aca", "solver=midpoint", "solver.steps=1", "trainer.epochs=4",
         "trainer.batch_size=64", "trainer.schedule=cosine", "trainer.lr=0.1", "trainer.device=cpu",
         "trainer.log_every=25", "probe.every=0", f"hydra.run.dir={run_dir}",
     ]

@@ -100,13 +100,15 @@ def gpu_figures(*parts, cwd, **env):
 
 def test_gpu_figures_records_each_part_under_its_command_and_never_twice(tmp_path):
     """Run on the CPU with its cheapest part (the gpu-marked tests, which skip here)."""
+    # the gpu-marked tests, counted while the script runs them (each pytest is mostly collection, on one core)
+    collect = subprocess.Popen([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu", str(SCRIPTS.parent / "tests")],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     result = gpu_figures("tests", cwd=tmp_path, DEVICE="cpu", OUT_DIR="figs")  # relative to the caller's directory
+    gpu_tests = collect.communicate(timeout=600)[0]
     assert result.returncode == 0, result.stderr
     figures = (tmp_path / "figs" / "figures.md").read_text()
     assert "<!-- part tests -->" in figures.splitlines()
     # every gpu-marked test skips on the CPU, and none fails
-    gpu_tests = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "gpu", str(SCRIPTS.parent / "tests")],
-                               capture_output=True, text=True).stdout
     collected = int(re.search(r"(\d+)/\d+ tests collected", gpu_tests).group(1))
     assert "`python -m pytest -q -m gpu tests`" in figures and f"{collected} skipped" in figures and "(exit 0)" in figures
     again = gpu_figures("gradcheck", "tests", cwd=tmp_path, DEVICE="cpu", OUT_DIR="figs")

@@ -230,7 +230,7 @@ def test_metrics_and_hparams_name_the_run_and_each_tag_family_has_one_x_axis(tmp
     per-epoch tags on the epoch, final/* on the last step (never a second file at step 0)."""
     run_dir = tmp_path / "run"
     result = run_cli([*SMOKE, "trainer.epochs=2", "solver=heun_euler", "solver.rtol=0.05", "solver.atol=0.02",
-                      f"hydra.run.dir={run_dir}"], tmp_path)
+                      "trainer.batch_size=16", "probe.batch_size=16", f"hydra.run.dir={run_dir}"], tmp_path)  # small: tags, not numbers
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {k: metrics[k] for k in ("model", "grad", "solver", "solver.steps", "solver.rtol", "solver.atol")} == {
