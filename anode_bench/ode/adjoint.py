@@ -23,7 +23,7 @@ import dataclasses
 
 import torch
 
-from .method import CheckpointMethod, vjp
+from .method import CheckpointMethod, clones, vjp
 from .rk import TensorTuple
 from .stepping import SolvePlan, integrate
 
@@ -41,19 +41,19 @@ def reverse_dtype(z1: torch.Tensor, grad_z1: torch.Tensor, params) -> torch.dtyp
     and θ. Under bfloat16 autocast a bf16 block input would otherwise make the adjoint a(t) and the
     gradient accumulator g_θ bf16 too; f still sees z in its forward dtype."""
     dtype = torch.float32
-    for d in {z1.dtype, grad_z1.dtype, *(p.dtype for p in params)}:
-        if d != dtype:
+    for d in {z1.dtype, grad_z1.dtype, *(p.dtype for p in params)}:  # each distinct dtype once:
+        if d != dtype:  # torch.promote_types goes through the dispatcher (OpCounter counts it per call)
             dtype = torch.promote_types(dtype, d)
     return dtype
 
 
 def zeros_like_all(tensors, dtype: torch.dtype) -> list[torch.Tensor]:
-    """Zeros shaped like each tensor, in `dtype`: two ops for all of them where torch has
-    `_foreach_clone` and the dtypes agree."""
-    if tensors and hasattr(torch, "_foreach_clone") and all(t.dtype == dtype for t in tensors):
+    """Zeros shaped like each tensor, in `dtype`: two ops for all of them where the dtypes agree."""
+    if all(t.dtype == dtype for t in tensors):
         with torch.no_grad():
-            zeros = list(torch._foreach_clone(list(tensors)))
-            torch._foreach_zero_(zeros)
+            zeros = clones(list(tensors))
+            if zeros:
+                torch._foreach_zero_(zeros)
         return zeros
     return [torch.zeros_like(t, dtype=dtype) for t in tensors]
 

@@ -174,7 +174,7 @@ def unobserved(func: CountedFunc, device: torch.device):
     statistics) are restored afterwards and the global RNG is left as it was."""
     buffers = list(func.func.buffers())
     with torch.no_grad():
-        saved_buffers = _clones(buffers)
+        saved_buffers = clones(buffers)
     devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
@@ -221,7 +221,7 @@ class _CheckpointedSolve(torch.autograd.Function):
         return (grad_z0, None, None, None, None, *grad_params)
 
 
-def _clones(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+def clones(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     """Copies of the tensors, in one op where torch has `_foreach_clone`."""
     if not tensors:
         return []
