@@ -75,7 +75,8 @@ def runs(tmp_path_factory):
     return {name: root / name for name in results}
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not on PATH")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not on PATH"),
+              pytest.mark.xdist_group(__name__)]  # one worker builds the module-scoped fixtures once
 
 
 def test_two_processes_with_sync_bn_follow_the_single_process_loss_curve(runs):

@@ -28,6 +28,8 @@ from anode_bench.ode.method import CountedFunc
 from anode_bench.ode.revolve import advances, sweep_snapshots
 from anode_bench.ode.stepping import integrate, rk_step
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module-scoped fixtures once
+
 FIXED = [name for name, tab in SOLVERS.items() if not tab.adaptive]
 ADAPTIVE = [name for name, tab in SOLVERS.items() if tab.adaptive]
 EXACT = [("revolve", {"checkpoints": 1}), ("revolve", {"checkpoints": 2}), ("symplectic", {})]

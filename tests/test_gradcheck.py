@@ -14,6 +14,8 @@ from anode_bench.gradcheck import combinations, plots
 from anode_bench.metrics import gradient_error
 from anode_bench.models import build_model
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module-scoped fixtures once
+
 GRADS, STEPS = ["direct", "adjoint", "aca"], [1, 2]
 TINY = ["dataset.train_size=64", "dataset.test_size=16", "gradcheck.batch_size=8", "gradcheck.repeats=1",
         f"gradcheck.grads=[{','.join(GRADS)}]", "gradcheck.solvers=[euler,heun_euler]",

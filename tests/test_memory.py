@@ -10,6 +10,8 @@ from problems import ConvBNReLU
 from anode_bench.metrics import peak_memory_mib
 from anode_bench.ode import ODEBlock, odeint
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module-scoped fixtures once
+
 
 def training_step_peak_mib(grad, steps):
     torch.manual_seed(0)

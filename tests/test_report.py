@@ -38,6 +38,8 @@ from anode_bench.report import (
 )
 from anode_bench.stats import regularized_beta, t_cdf, t_quantile, welch
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module-scoped fixtures once
+
 TINY = ["experiment=smoke", "trainer.epochs=2", "trainer.max_steps_per_epoch=2", "trainer.log_every=1", "trainer.batch_size=16",
         "probe.every=2", "probe.batch_size=16", "dataset.train_size=32", "dataset.test_size=32"]
 PNG = b"\x89PNG\r\n\x1a\n"

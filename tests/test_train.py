@@ -80,11 +80,16 @@ def test_a_run_writes_config_every_tensorboard_tag_and_metrics(tmp_path):
     accuracy = scalars(run_dir, "test/acc")
     assert list(accuracy) == [1] and metrics["test/acc"] == pytest.approx(accuracy[1], abs=1e-7)
     assert (metrics["test/acc"] * 64) == round(metrics["test/acc"] * 64)  # a count of the 64 test images
-    # aca in float32 against float64 on the same grid: rounding only (measured: 2.0e-6 at both probes,
-    # steps 0 and 2, with this command); a real error (the adjoint's, ~1e-1) is far above 1e-4
-    errors, cosines = scalars(run_dir, "grad_error/rel_l2"), scalars(run_dir, "grad_error/cosine")
-    assert list(errors) == list(cosines) == [0, 2]
-    assert all(0 < e < 1e-4 for e in errors.values()) and all(c > 1 - 1e-6 for c in cosines.values()), errors
+    # aca in float32 against float64 on the same grid: rounding only, so at the precision floor (direct in
+    # float32 on that grid). The floor itself depends on the arithmetic: 2.0e-6 at both probes with two
+    # torch threads, 2.0e-6 and 2.7e-3 with one (a ReLU or BatchNorm near a kink in blocks 0-2), so only
+    # the ratio is fixed: aca and direct do the same float32 operations (1.0 measured); a real error, the
+    # adjoint's, reads 1e2-1e5 times the floor.
+    errors, floors = scalars(run_dir, tags.GRAD_REL_L2), scalars(run_dir, tags.GRAD_FLOOR)
+    ratios = scalars(run_dir, tags.GRAD_FLOOR_RATIO)
+    assert list(errors) == list(floors) == list(ratios) == [0, 2]
+    assert all(0 < e < 1e-2 for e in errors.values()) and all(r <= 1.5 for r in ratios.values()), (errors, ratios)
+    assert all(ratios[s] == pytest.approx(errors[s] / floors[s], rel=1e-5) for s in ratios)
     assert metrics["grad_error/rel_l2_mean"] == pytest.approx(sum(errors.values()) / 2, rel=1e-6)
 
 
