@@ -28,7 +28,7 @@ from anode_bench.distributed import Distributed, SyncBatchNorm2d
 
 TORCHRUN = shutil.which("torchrun")
 RUN = ["experiment=smoke", "grad=aca", "solver=rk4", "trainer.precision=fp64", "dataset.train_size=256", "dataset.test_size=100",
-       "trainer.max_steps_per_epoch=4", "trainer.log_every=1", "trainer.threads=1", "probe.every=2"]
+       "trainer.batch_size=16", "trainer.max_steps_per_epoch=4", "trainer.log_every=1", "trainer.threads=1", "probe.every=2"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
 
 
@@ -61,7 +61,7 @@ def scalars(run_dir, tag):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One process on batch 64; two processes on 32 each, with and without sync BN. The three runs
+    """One process on batch 16; two processes on 8 each, with and without sync BN. The three runs
     are independent single-threaded processes, so they run at once."""
     root = tmp_path_factory.mktemp("ddp")
     processes = {

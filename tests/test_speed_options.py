@@ -53,9 +53,10 @@ def test_bf16_trains_under_autocast_and_the_probe_measures_against_float64(tmp_p
 
 @pytest.mark.slow
 def test_compiled_f_follows_the_eager_loss_curve(tmp_path):
-    # one ODE block (a quarter of resnet_tiny's compiles) and no probe (its model copies compile again): the
-    # loss curve is what compile could change, and inductor's cold compile is most of this test's time
-    one_block = ("model=resnet4_anode", "trainer.precision=fp64", "probe.every=0")
+    # one ODE block (a quarter of resnet_tiny's compiles), batch 16 (ResNet-4's float64 convolutions at 32x32
+    # are slow on the CPU) and no probe (its model copies compile again): the loss curve is what compile
+    # could change, and inductor's cold compile is most of this test's time
+    one_block = ("model=resnet4_anode", "trainer.precision=fp64", "trainer.batch_size=16", "probe.every=0")
     _, eager = run(tmp_path, "eager", *one_block)
     _, compiled = run(tmp_path, "compiled", *one_block, "trainer.compile=true")
     assert compiled["train/loss"] == pytest.approx(eager["train/loss"], rel=1e-7)  # TensorBoard stores float32
