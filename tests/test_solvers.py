@@ -158,3 +158,21 @@ def test_runs_in_float32_and_keeps_dtype(solver):
     assert y1.dtype == torch.float32
     exact = odeint(ode.double(), y0.double(), solver=solver, grid=info.ts)
     torch.testing.assert_close(y1.double(), exact, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ADAPTIVE)
+def test_an_adaptive_solve_is_repeated_to_the_bit_on_its_accepted_grid(solver):
+    """aca and anode rebuild the adaptive forward's steps on its accepted grid, and the probe's floor
+    and reference run there: the step under error control (all stages, the error, FSAL reuse) must
+    give the grid step's z_next to the bit, or a ReLU near its kink parts forward from recompute.
+    In float32, on a time-dependent nonlinear f, where rounding differences would show."""
+    torch.manual_seed(0)
+    weight = torch.randn(16, 16) / 4
+
+    def func(t, z):
+        return torch.tanh(z @ weight + math.sin(3 * t))
+
+    z0 = torch.randn(8, 16)
+    z1, info = odeint(func, z0, solver=solver, rtol=1e-5, atol=1e-6, return_info=True)
+    assert len(info.ts) > 4
+    assert torch.equal(odeint(func, z0, solver=solver, grid=info.ts), z1)

@@ -25,7 +25,8 @@ class ACA(CheckpointMethod):
         grad_params = GradientSum(params)
         for i in reversed(range(len(ts) - 1)):
             restore_rng(trajectory.rng_states[i], z0.device)
-            z = trajectory.states[i].detach().requires_grad_()
+            # z_i, i >= 1, was made under no_grad: a leaf already. z_0 is the block's input, in the caller's graph
+            z = (trajectory.states[i] if i else z0.detach()).requires_grad_()
             z_next, _, _ = rk_step(func, plan.tableau, ts[i], ts[i + 1] - ts[i], z)
             adj, *step_grads = vjp(z_next, (z, *params), adj)
             grad_params.add(step_grads)

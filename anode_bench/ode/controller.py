@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from .rk import TensorTuple, add_scaled, subtract
+from .rk import TensorTuple, add_scaled
 
 SAFETY = 0.9
 MIN_FACTOR = 0.2
@@ -147,6 +147,15 @@ class Controller:
             return list(torch._foreach_norm(x if in_place else torch._foreach_div(x, u)))
         return [torch.linalg.vector_norm(x.div_(u) if in_place else x / u)]
 
+    def quotient(self, x, u):
+        """x / u over the selected part of x: a new tensor (a TensorTuple of them)."""
+        x = self.select(x)
+        return TensorTuple(torch._foreach_div(x, u)) if isinstance(x, TensorTuple) else x / u
+
+    def norms_of(self, q) -> list[torch.Tensor]:
+        """‖q‖₂ of a quotient: one 0-d tensor, or one per tensor of a TensorTuple (as `norms`)."""
+        return list(torch._foreach_norm(q)) if isinstance(q, TensorTuple) else [torch.linalg.vector_norm(q)]
+
     def initial(self, func, t0: float, z0, f0, span: float, counter) -> tuple[float, torch.Tensor | None]:
         """(|dt|, its graph tensor or None) of the first attempt: initial_step, one evaluation of f."""
         if self.differentiable:
@@ -157,13 +166,18 @@ class Controller:
         u0 = self.scale(z0)
         self.known = ((z0, u0),)
         unit = 1.0 / (self.rtol * math.sqrt(u0.numel()))  # ‖x / u‖ · unit = RMS(x / (atol + rtol |z0|))
-        parts = self.norms(z0, u0) + self.norms(f0, u0)
+        q0 = self.quotient(f0, u0)  # kept: d2's difference is then one op, f0/u0 - f1/u0, in place
+        parts = self.norms(z0, u0) + self.norms_of(q0)
         values = _values(parts, counter)
         d0, d1 = unit * _hypot(values[: len(parts) // 2]), unit * _hypot(values[len(parts) // 2 :])
         sign = _sign(span)
         h0 = min(1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / max(d1, 1e-5), abs(span))
-        f1 = func(t0 + sign * h0, add_scaled(z0, f0, sign * h0))
-        d2 = unit * _read_norm(self.norms(subtract(f1, f0), u0, in_place=True), counter) / h0
+        f1 = self.select(func(t0 + sign * h0, add_scaled(z0, f0, sign * h0)))
+        if isinstance(q0, TensorTuple):
+            torch._foreach_addcdiv_(q0, f1, u0, value=-1.0)
+        else:
+            q0.addcdiv_(f1, u0, value=-1.0)
+        d2 = unit * _read_norm(self.norms_of(q0), counter) / h0  # ‖(f1 - f0) / u0‖: the sign does not matter
         d12 = max(d1, d2)
         h1 = max(1e-6, h0 * 1e-3) if d12 <= 1e-15 else (0.01 / d12) ** (1.0 / (self.tableau.order + 1))
         return min(100 * h0, h1, abs(span)), None

@@ -187,7 +187,8 @@ class Interpolated(Adjoint):
 
     def backward(self, func, params, plan, trajectory, z0, z1, grad_z1, info):
         times = chebyshev_lobatto(plan.t0, plan.t1, self.nodes)
-        nodes = trajectory.states
+        # outside any graph, as z_at's values must be: the forward made every node under no_grad but the first, z0
+        nodes = [node.detach() if node.requires_grad else node for node in trajectory.states]
         dtype = reverse_dtype(z1, grad_z1, params)
 
         def z_at(t):

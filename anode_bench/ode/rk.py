@@ -9,7 +9,12 @@ From (t, z) with step dt:
            = dt * w * e,   e = sum_i (b_i - b_low_i) / w k_i,   w the first nonzero b_i - b_low_i
 
 rk_step returns e, the error estimate without its constant dt w (one op fewer than err, which the
-controller applies to the norm's one number: controller.Controller).
+controller applies to the norm's one number: controller.Controller). When every stage of an FSAL
+pair runs (error control), the last stage's input is z_next itself, summed once.
+
+z_next is always this sum of b_i k_i, never an algebraically equal one (heun_euler's z_low + dt w e
+would save an op): a grid solve and every recompute of a step (aca, anode, the probe's reference)
+must repeat the adaptive forward's value to the bit, or a ReLU near its kink sends the two apart.
 
 Shapes: z and every k_i share one shape; t and dt are Python floats, or 0-d tensors when
 `direct` differentiates an adaptive controller. A state may also be a `TensorTuple` (the adjoint's
@@ -46,13 +51,6 @@ def add_scaled(x, y, alpha: float):
     if isinstance(x, TensorTuple):
         return TensorTuple(torch._foreach_add(x, y, alpha=alpha))
     return torch.add(x, y, alpha=alpha)
-
-
-def subtract(x, y):
-    """x - y, for tensors or TensorTuples: one op."""
-    if isinstance(x, TensorTuple):
-        return TensorTuple(torch._foreach_sub(x, y))
-    return x - y
 
 
 def in_dtype(x, dtype):
@@ -115,8 +113,13 @@ def rk_step(func, tableau, t, dt, z, k1=None, with_error=False):
     constant dt w (`error_direction`). k1 = f(t, z) if already known."""
     stages = tableau.stages if with_error else tableau.solution_stages
     k = [func(t, z) if k1 is None else k1]
+    z_stage = z
     for i in range(1, stages):
-        k.append(func(t + tableau.c[i] * dt, combine(z, dt, tableau.a[i], k)))
-    z_next = combine(z, dt, tableau.b, k)
-    err = error_direction(tableau, k, z.dtype) if with_error else None
+        z_stage = combine(z, dt, tableau.a[i], k)
+        k.append(func(t + tableau.c[i] * dt, z_stage))
+    if not with_error:
+        return combine(z, dt, tableau.b, k), None, k
+    err = error_direction(tableau, k, z.dtype)
+    # FSAL: the last stage's input is combine(z, dt, b, k) already, the same ops on the same stages
+    z_next = z_stage if tableau.fsal else combine(z, dt, tableau.b, k)
     return z_next, err, k
