@@ -26,7 +26,8 @@ listed as incomplete. Writes into --out (default: the one DIR, or the DIRs' comm
   *.anode-report       a TensorBoard event file holding the custom-scalars layout (a rerun replaces it)
 
 Comparison: for each configuration M with a comparable baseline configuration B, M - B in mean
-final test accuracy (percentage points) with a 95% Welch interval over seeds. B matches --baseline
+final test accuracy (percentage points) with a 95% Welch interval over seeds, and beside it the paired
+interval over the seeds both ran (a seed fixes the initial weights and the batch order). B matches --baseline
 (KEY=VALUE[,KEY=VALUE...]; grad, solver, model, dataset mean grad.name etc.; `discrete` is
 grad=direct,solver=euler,solver.steps=1, the discrete residual network). M and B are comparable
 when their configs agree on every key except grad.*, the seed, the non-result settings above and
@@ -54,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anode_bench import tags
-from anode_bench.stats import Difference, welch
+from anode_bench.stats import Difference, paired, welch
 
 LAYOUT_SUFFIX = ".anode-report"
 NOT_SWEPT = {"dataset.name", "dataset.path", "model.name", "solver.name", "solver.steps", "solver.rtol", "grad.name", "trainer.seed"}
@@ -491,6 +492,13 @@ def accuracies(group: list[Run]) -> list[float]:
     return finite(100.0 * r.metrics[tags.TEST_ACC] for r in group if r.completed and number(r.metrics.get(tags.TEST_ACC)) is not None)
 
 
+def accuracy_by_seed(group: list[Run]) -> dict:
+    """{seed: final test accuracy in %} of the group's completed runs whose seed no other of its runs shares."""
+    seeds = [r.get("trainer.seed") for r in group]
+    return {r.get("trainer.seed"): 100.0 * r.metrics[tags.TEST_ACC] for r in group
+            if r.completed and number(r.metrics.get(tags.TEST_ACC)) is not None and seeds.count(r.get("trainer.seed")) == 1}
+
+
 def pairs(groups: list[list[Run]], baseline: dict[str, str], method: dict[str, str] | None = None):
     """(method group, baseline group): every configuration not matching the baseline selector (and matching the
     method selector, if given), with every baseline configuration comparable to it (free_keys)."""
@@ -512,6 +520,11 @@ def difference_row(group: list[Run], base: list[Run], runs: list[Run], keys: lis
     difference = welch(a, b) if a and b else None
     row.update({"difference": difference and difference.diff, "CI low": difference and difference.low,
                 "CI high": difference and difference.high, "df": difference and difference.df})
+    by_seed, base_by_seed = accuracy_by_seed(group), accuracy_by_seed(base)
+    shared = [(by_seed[s], base_by_seed[s]) for s in sorted(set(by_seed) & set(base_by_seed), key=str)]
+    same_seed = paired(shared) if shared else None
+    row.update({"pairs": len(shared), "paired difference": same_seed and same_seed.diff,
+                "paired CI low": same_seed and same_seed.low, "paired CI high": same_seed and same_seed.high})
     return row, difference
 
 
@@ -833,12 +846,19 @@ def curves_of(groups, runs, keys, tags: dict) -> dict:
     return curves
 
 
+def interval(row: dict, prefix: str = "") -> str:
+    low, high = row[f"{prefix}CI low"], row[f"{prefix}CI high"]
+    return "—" if low is None else f"[{low:+.2f}, {high:+.2f}]"
+
+
 def section_comparison(baseline_text: str, rows: list[dict]) -> list[str]:
     cells = [{"method": r["method"], "baseline": r["baseline"], "n": f"{r['n method']} vs {r['n baseline']}",
               "method acc %": fmt(r["method acc %"], ".2f"), "baseline acc %": fmt(r["baseline acc %"], ".2f"),
               "difference (points)": fmt(r["difference"], "+.2f"),
-              "95% CI": "—" if r["CI low"] is None else f"[{r['CI low']:+.2f}, {r['CI high']:+.2f}]",
-              "Welch df": fmt(r["df"], ".1f"), "note": r["note"]} for r in rows]
+              "95% CI": interval(r),
+              "Welch df": fmt(r["df"], ".1f"), "same seeds: pairs": r["pairs"],
+              "paired difference": fmt(r["paired difference"], "+.2f"), "paired 95% CI": interval(r, "paired "),
+              "note": r["note"]} for r in rows]
     return [f"### Against `{baseline_text}`", "",
             markdown_table(cells) if rows else f"(no configuration has a comparable `{baseline_text}` baseline: "
             "pass `--baseline KEY=VALUE` naming one the runs hold)\n"]
@@ -848,8 +868,9 @@ def section_claims(rows: list[dict]) -> list[str]:
     cells = [{"paper": r["paper"], "network": r["network"], "claim": r["claim"], "paper's figure": r["paper's figure"],
               "paper diff": f"{r['paper diff']:+.2f}", "method": r["method"], "baseline": r["baseline"],
               "n": f"{r['n method']} vs {r['n baseline']}", "ours (points)": fmt(r["difference"], "+.2f"),
-              "95% CI": "—" if r["CI low"] is None else f"[{r['CI low']:+.2f}, {r['CI high']:+.2f}]",
-              "paper's diff in CI": fmt(r["paper diff in CI"], ""), "verdict": r["verdict"]} for r in rows]
+              "95% CI": interval(r),
+              "paper's diff in CI": fmt(r["paper diff in CI"], ""), "verdict": r["verdict"],
+              "paired 95% CI (pairs)": interval(r, "paired ") + f" ({r['pairs']})"} for r in rows]
     return [markdown_table(cells) if rows else "(the runs test none of the claims: no matching method and baseline "
             "configurations)\n"]
 
@@ -863,6 +884,7 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         if not root.is_dir():
             raise FileNotFoundError(f"{root} is not a directory")
     base = common_root(roots)
+    out_given = out  # as the user wrote it, for the report's "Regenerate with" line
     out = Path(out).resolve() if out is not None else base
     given = tuple(baselines or ())
     baselines = given or ("grad=direct",)
@@ -908,7 +930,8 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
     references = sorted({f"{r.get('probe.reference', r.get('grad_check.reference'))}" for r in runs
                          if r.get("probe.reference", r.get("grad_check.reference"))})
     diverged = sum(r.metrics.get("status") == "diverged" for r in runs)
-    sources = " ".join(str(r) for r in roots) + (f" --out {out}" if out != base else "")
+    shown = out_given if out_given is not None else base  # the output directory as the command named it
+    sources = " ".join(str(r) for r in roots) + (f" --out {shown}" if out != base else "")
     floors = any(tags.mean_key(tags.GRAD_FLOOR) in r.metrics for r in runs)
     text = [
         f"# Report: {base.name or base}",
@@ -916,7 +939,7 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         f"{len(runs)} runs in {len(groups)} configurations ({diverged} diverged), device {', '.join(devices) or '?'}. "
         f"Regenerate with `anode-report {sources}"
         + "".join(f" --baseline {b}" for b in given)
-        + f"`; open the dashboards with `tensorboard --logdir {out}` (CUSTOM SCALARS: every run as a line in one "
+        + f"`; open the dashboards with `tensorboard --logdir {shown}` (CUSTOM SCALARS: every run as a line in one "
         "chart per tag).",
         "",
         "Accuracy in %; grad error: mean relative L2 error of the gradient against float64 `direct` "
@@ -942,14 +965,17 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         "",
         "Mean final test accuracy of each configuration minus its baseline's, in percentage points, with the 95% Welch "
         "interval over seeds (df by Welch-Satterthwaite). A baseline is comparable when the two configs differ only "
-        "in grad, the seed and what the baseline names.",
+        "in grad, the seed and what the baseline names. Paired: the same difference seed by seed over the seeds both "
+        "ran, with its t interval (n - 1 df); a seed fixes the initial weights and the batch order, so this interval "
+        "leaves out the seed-to-seed spread that the two sides share.",
         "",
         *[line for text_, rows_ in comparisons.items() for line in section_comparison(text_, rows_)],
         "## Claims",
         "",
         "Each paper claim the runs test: reproduced when the whole 95% interval lies on the paper's side (for 'equal', "
         "inside ± the margin), contradicted when it lies wholly on the other side (outside the margin), otherwise not "
-        "reproduced at this budget; no verdict below 2 seeds on either side.",
+        "reproduced at this budget; no verdict below 2 seeds on either side. Verdicts use the Welch interval; the "
+        "paired one beside it is the sharper test where the seeds match.",
         "",
         *section_claims(claims),
         "## Plots",

@@ -1,4 +1,4 @@
-"""Student t quantiles and Welch's interval for a difference of two means, in plain math.
+"""Student t quantiles, Welch's interval for a difference of two means and the paired interval, in plain math.
 
 anode-report compares a method's mean final accuracy over seeds with a baseline's. The seeds of
 the two configurations are independent samples with possibly different variances, so the
@@ -9,7 +9,14 @@ interval is Welch's:
     df = se^4 / ((s_a^2 / n_a)^2 / (n_a - 1) + (s_b^2 / n_b)^2 / (n_b - 1))    (Welch-Satterthwaite)
     CI = d ± t_{(1 + level) / 2}(df) · se
 
-df is not an integer, so the quantile comes from the t distribution's CDF through the regularized
+Runs of one seed share more than the seed, though: anode-train seeds the weights' initialization
+and the batch order from it, so a method and its baseline at the same seed start from the same
+weights and see the same batches (when their parameters agree). The paired interval takes that
+out of the spread: with d_i = a_i - b_i over the n seeds both sides ran,
+
+    CI = mean(d) ± t_{(1 + level) / 2}(n - 1) · s_d / sqrt(n).
+
+Welch's df is not an integer, so the quantile comes from the t distribution's CDF through the regularized
 incomplete beta function, F(t) = 1 - I_{df / (df + t^2)}(df / 2, 1 / 2) / 2 for t >= 0, inverted
 by bisection. No dependency beyond `math`: scipy is not one of the project's.
 """
@@ -109,3 +116,18 @@ def welch(a: list[float], b: list[float], level: float = 0.95) -> Difference:
     df = float(n_a + n_b - 2) if se == 0 else (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
     half = t_quantile((1.0 + level) / 2.0, df) * se
     return Difference(diff, diff - half, diff + half, df, se, n_a, n_b, level)
+
+
+def paired(pairs: list[tuple[float, float]], level: float = 0.95) -> Difference:
+    """mean(a_i - b_i) over the pairs and its `level` t interval with n - 1 df (module docstring). Needs one pair
+    for the difference and two for the interval; differences that all agree give a zero-width interval."""
+    if not pairs:
+        raise ValueError("the paired interval needs at least one pair")
+    differences = [a - b for a, b in pairs]
+    n = len(differences)
+    diff = statistics.fmean(differences)
+    if n < 2:
+        return Difference(diff, None, None, None, None, n, n, level)
+    se = statistics.stdev(differences) / math.sqrt(n)
+    half = t_quantile((1.0 + level) / 2.0, n - 1) * se
+    return Difference(diff, diff - half, diff + half, float(n - 1), se, n, n, level)

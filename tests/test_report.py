@@ -36,7 +36,7 @@ from anode_bench.report import (
     verdict,
     versus_discretization,
 )
-from anode_bench.stats import regularized_beta, t_cdf, t_quantile, welch
+from anode_bench.stats import paired, regularized_beta, t_cdf, t_quantile, welch
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module-scoped fixtures once
 
@@ -327,6 +327,22 @@ def test_welch_interval_by_hand():
     assert (same.low, same.high, same.df) == (1.0, 1.0, 2.0)
 
 
+def test_paired_interval_by_hand():
+    """pairs (3, 1), (5, 2), (4, 4): differences 2, 3, 0, mean 5/3, s_d^2 = ((1/3)^2 + (4/3)^2 + (5/3)^2) / 2 = 7/3,
+    se = sqrt(7/9) = 0.881917, t_0.975(2) = 4.302653, half width 3.794580."""
+    result = paired([(3.0, 1.0), (5.0, 2.0), (4.0, 4.0)])
+    assert result.diff == pytest.approx(5 / 3) and result.df == 2.0 and result.se == pytest.approx(0.881917, abs=1e-6)
+    assert (result.low, result.high) == (pytest.approx(5 / 3 - 3.794580, abs=1e-5), pytest.approx(5 / 3 + 3.794580, abs=1e-5))
+    # the pairs, not the two samples: a shift every seed shares leaves no spread, where Welch sees the seeds' own
+    shifted = [(x + 1.0, x) for x in (60.0, 70.0, 65.0)]
+    assert (paired(shifted).low, paired(shifted).high) == (1.0, 1.0)
+    assert welch([a for a, _ in shifted], [b for _, b in shifted]).low < -5
+    one = paired([(2.0, 1.0)])
+    assert one.diff == 1.0 and one.low is None and one.df is None
+    with pytest.raises(ValueError, match="at least one pair"):
+        paired([])
+
+
 def test_verdict_logic():
     assert verdict("above", 0.1, 3.0) == REPRODUCED
     assert verdict("above", -0.5, 3.0) == NOT_AT_BUDGET  # the interval holds zero
@@ -374,6 +390,13 @@ def test_synthetic_sweep_groups_across_resume_compares_and_judges_claims(synthet
     assert adjoint["df"] == pytest.approx(1.6842, abs=1e-4)
     assert adjoint["CI low"] == pytest.approx(expected.low) and adjoint["CI high"] == pytest.approx(expected.high)
     assert {r["method"] for r in content["comparisons"]["grad=adjoint"]} == {"anode, euler N_t=2"}
+    # paired over the seeds both ran: adjoint seeds 0, 1 against discrete's: -30, -28 (mean -29, se 1, t(1) 12.706);
+    # anode 71, 73, 72 against 70, 72, 74: 1, 1, -2 (mean 0, se 1, t(2) 4.303)
+    assert adjoint["pairs"] == 2 and adjoint["paired difference"] == pytest.approx(-29.0)
+    assert (adjoint["paired CI low"], adjoint["paired CI high"]) == (pytest.approx(-41.706, abs=1e-3), pytest.approx(-16.294, abs=1e-3))
+    anode = comparison["anode, euler N_t=2"]
+    assert anode["pairs"] == 3 and (anode["paired CI low"], anode["paired CI high"]) == (
+        pytest.approx(-4.303, abs=1e-3), pytest.approx(4.303, abs=1e-3))
 
     claims = {(c["network"], c["claim"]): c for c in content["claims"]}
     assert set(claims) == {("ResNet-4", "method < baseline"), ("ResNet-4", "|method - baseline| <= 1")}
@@ -390,6 +413,7 @@ def test_synthetic_sweep_groups_across_resume_compares_and_judges_claims(synthet
     assert "anode, euler N_t=2" in (out / "comparison.csv").read_text()
     md = (out / "report.md").read_text()
     assert "## Claims" in md and "| ANODE | ResNet-4 |" in md and REPRODUCED in md and NOT_AT_BUDGET in md
+    assert "[-41.71, -16.29]" in md and "[-41.71, -16.29] (2)" in md  # the comparison's and the claim's paired interval
     assert "![grad_quality](grad_quality.png)" in md and (out / "grad_quality.png").read_bytes().startswith(PNG)
     quality = content["plots"]["grad_quality.png"]
     assert set(quality) == {"grad_error/rel_l2", "grad_error/cosine", "grad_error/floor_rel_l2", "grad_error/floor_ratio"}
@@ -401,6 +425,15 @@ def test_synthetic_sweep_groups_across_resume_compares_and_judges_claims(synthet
     assert note in content["identical"] and note in md
     assert not any(n.startswith("accuracy.png, test accuracy: `adjoint") for n in content["identical"])
     assert accuracy["y"][-1] == pytest.approx(72.0) and (accuracy["min"][-1], accuracy["max"][-1]) == pytest.approx((70.0, 74.0))
+
+
+def test_the_regenerate_line_repeats_the_command_as_written(synthetic, monkeypatch):
+    tmp_path, _, _ = synthetic
+    monkeypatch.chdir(tmp_path)
+    main(["sweep_a", "sweep_b", "--out", "rep", "--baseline", "discrete"])
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Regenerate with `anode-report sweep_a sweep_b --out rep --baseline discrete`" in md
+    assert "`tensorboard --logdir rep`" in md
 
 
 def test_contradicted_and_seedless_claims(synthetic):
