@@ -83,7 +83,8 @@ def load_bench_methods():
 
 # (grad, solver, N_t or None for rtol 1e-2, bound on the solver's aten ops per f's). The op count does not
 # depend on width or batch. Bounds just above what resnet_tiny reads (fixed grids to the count, adaptive
-# solves with a few percent for a step more or less), so a change that adds ops to the loop fails here.
+# solves with about 3% for a step more or less: another CPU's rounding may take one, and a step fewer
+# raises the ratio), so a change that adds ops to the loop fails here.
 # Seen: rk4 N_t = 2 direct 0.186, anode 0.201, aca 0.209, revolve 0.216, symplectic 0.197, adjoint 0.212,
 # interpolated 0.552; alf mali 0.294, direct 0.227; heun_euler rtol 1e-2 anode 0.267, aca 0.299, revolve
 # 0.276, symplectic 0.298, adjoint 0.478, interpolated 0.761, direct 1.858; bosh3 anode 0.293; dopri5 aca
@@ -96,10 +97,10 @@ OPS_BOUNDS = [
     ("direct", "rk4", 2, 0.19), ("anode", "rk4", 2, 0.21), ("aca", "rk4", 2, 0.21), ("revolve", "rk4", 2, 0.22),
     ("symplectic", "rk4", 2, 0.2), ("anode", "euler", 2, 0.17), ("direct", "euler", 1, 0.05),
     ("adjoint", "rk4", 2, 0.22), ("interpolated", "rk4", 2, 0.56), ("mali", "alf", 2, 0.3), ("direct", "alf", 2, 0.23),
-    ("anode", "heun_euler", None, 0.28), ("aca", "heun_euler", None, 0.3), ("revolve", "heun_euler", None, 0.29),
-    ("symplectic", "heun_euler", None, 0.3), ("adjoint", "heun_euler", None, 0.5),
+    ("anode", "heun_euler", None, 0.28), ("aca", "heun_euler", None, 0.31), ("revolve", "heun_euler", None, 0.29),
+    ("symplectic", "heun_euler", None, 0.31), ("adjoint", "heun_euler", None, 0.5),
     ("interpolated", "heun_euler", None, 0.79), ("direct", "heun_euler", None, 1.95),
-    ("anode", "bosh3", None, 0.3), ("aca", "dopri5", None, 0.46), ("adjoint", "dopri5", None, 0.44),
+    ("anode", "bosh3", None, 0.31), ("aca", "dopri5", None, 0.46), ("adjoint", "dopri5", None, 0.45),
 ]
 
 
