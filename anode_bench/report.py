@@ -493,10 +493,11 @@ def accuracies(group: list[Run]) -> list[float]:
 
 
 def accuracy_by_seed(group: list[Run]) -> dict:
-    """{seed: final test accuracy in %} of the group's completed runs whose seed no other of its runs shares."""
-    seeds = [r.get("trainer.seed") for r in group]
-    return {r.get("trainer.seed"): 100.0 * r.metrics[tags.TEST_ACC] for r in group
-            if r.completed and number(r.metrics.get(tags.TEST_ACC)) is not None and seeds.count(r.get("trainer.seed")) == 1}
+    """{seed: final test accuracy in %} of the group's completed runs (as `accuracies`) whose seed no other of them
+    shares; a run without a seed (trainer.seed null: a random one) pairs with nothing."""
+    done = [r for r in group if r.completed and number(r.metrics.get(tags.TEST_ACC)) is not None]
+    seeds = [r.get("trainer.seed") for r in done]
+    return {seed: 100.0 * r.metrics[tags.TEST_ACC] for seed, r in zip(seeds, done) if seed is not None and seeds.count(seed) == 1}
 
 
 def pairs(groups: list[list[Run]], baseline: dict[str, str], method: dict[str, str] | None = None):

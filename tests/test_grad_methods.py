@@ -162,6 +162,22 @@ def test_dopri5_on_a_grid_takes_six_evaluations_per_step():
 
 
 @pytest.mark.parametrize("grad", list(GRAD_METHODS))
+@pytest.mark.parametrize("solver", ["rk4", "dopri5"])
+def test_the_callers_input_is_left_as_it_was(grad, solver):
+    """A block input that needs no gradient (a fixed batch) stays so through two training steps: no method may
+    mark it, or its .grad would fill up and an in-place op on it fail. The methods differentiate at their own
+    leaves, some made from states they recorded (aca, interpolated's nodes: z0 among them at t0)."""
+    solver = "alf" if grad == "mali" else solver
+    args = dict(solver=solver, rtol=1e-4, atol=1e-6) if solver in ADAPTIVE else dict(solver=solver, steps=3)
+    func, y0 = conv_problem()
+    for _ in range(2):
+        odeint(func, y0, grad=grad, **args).square().sum().backward()
+        assert not y0.requires_grad and y0.grad is None and y0.grad_fn is None
+    assert all(p.grad is not None for p in func.parameters())
+    y0.mul_(2)  # in place on the caller's tensor, as a data pipeline may
+
+
+@pytest.mark.parametrize("grad", list(GRAD_METHODS))
 @pytest.mark.parametrize("solver", ["heun", "rk4", "dopri5"])
 def test_every_methods_forward_returns_directs_state(grad, solver):
     """With grad enabled each method runs its own forward (no graph, checkpoints, RNG states, nodes):

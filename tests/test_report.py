@@ -26,6 +26,7 @@ from anode_bench.report import (
     REPRODUCED,
     Claim,
     Run,
+    accuracy_by_seed,
     claim_rows,
     find_runs,
     group_by_seed,
@@ -341,6 +342,18 @@ def test_paired_interval_by_hand():
     assert one.diff == 1.0 and one.low is None and one.df is None
     with pytest.raises(ValueError, match="at least one pair"):
         paired([])
+
+
+def test_pairs_take_completed_runs_of_a_known_seed_once():
+    """A seed that crashed and ran again elsewhere pairs by its completed run; a seed run twice to the end pairs by
+    neither (which one?); a run without a seed (trainer.seed null: a random one) pairs with nothing."""
+    def run(seed, accuracy, status="completed"):
+        metrics = {"status": status, "test/acc": accuracy} if status == "completed" else {"status": status}
+        return Run(Path(f"r{seed}{status}{accuracy}"), "r", {"trainer.seed": seed}, metrics)
+
+    group = [run(0, 0.70), run(1, 0.0, "incomplete"), run(1, 0.72), run(2, 0.71), run(2, 0.69), run(None, 0.68),
+             run(3, 0.0, "diverged")]
+    assert accuracy_by_seed(group) == {0: pytest.approx(70.0), 1: pytest.approx(72.0)}
 
 
 def test_verdict_logic():

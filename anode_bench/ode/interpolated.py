@@ -187,8 +187,10 @@ class Interpolated(Adjoint):
 
     def backward(self, func, params, plan, trajectory, z0, z1, grad_z1, info):
         times = chebyshev_lobatto(plan.t0, plan.t1, self.nodes)
-        # outside any graph, as z_at's values must be: the forward made every node under no_grad but the first, z0
-        nodes = [node.detach() if node.requires_grad else node for node in trajectory.states]
+        # z_at's values must be outside any graph and never the caller's tensors, which the end nodes are (z0, the
+        # block input, and z1, the output); the forward made the inner ones under no_grad
+        first, *inner, last = trajectory.states
+        nodes = [first.detach(), *inner, last.detach()]
         dtype = reverse_dtype(z1, grad_z1, params)
 
         def z_at(t):
