@@ -976,7 +976,8 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         "Each paper claim the runs test: reproduced when the whole 95% interval lies on the paper's side (for 'equal', "
         "inside ± the margin), contradicted when it lies wholly on the other side (outside the margin), otherwise not "
         "reproduced at this budget; no verdict below 2 seeds on either side. Verdicts use the Welch interval; the "
-        "paired one beside it is the sharper test where the seeds match.",
+        "paired one beside it leaves out the spread the seeds share: narrower where the per-seed differences agree, "
+        "wider (n - 1 df) where they do not.",
         "",
         *section_claims(claims),
         "## Plots",
