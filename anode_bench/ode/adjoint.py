@@ -95,7 +95,7 @@ def solve_backwards(func, params, plan, z0, z1, grad_z1, info, *, norm: str, z_a
             # -aᵀ ∂f/∂z and -aᵀ ∂f/∂θ as one VJP with -a: negation is exact, so one op instead of one per tensor
             neg_grads = vjp(f, (z, *params), (-state[a_index]).to(f.dtype))
         # detached although the solver sums it under no_grad: f's graph would otherwise live on with the
-        # stage, holding what the VJP did not free (dopri5, resnet18_aca: 11.2 MiB of activations, not 10.0)
+        # stage, holding what the VJP did not free (more activation memory: README, aten ops per step)
         carried_f = [f.detach()] if carried else []
         return TensorTuple(x.to(dtype) for x in (*carried_f, *neg_grads))
 

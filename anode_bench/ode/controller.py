@@ -140,12 +140,14 @@ class Controller:
         """‖x / u‖₂ over the selected part of x: one 0-d tensor, or one per tensor of a TensorTuple
         (their root sum of squares is the norm, taken on the host after the read-back: `_hypot`).
         in_place: divide x itself (a temporary of the caller's: one state-sized tensor less at the peak)."""
+        if not in_place:
+            return self.norms_of(self.quotient(x, u))
         x = self.select(x)
         if isinstance(x, TensorTuple):
-            if in_place:
-                torch._foreach_div_(x, u)
-            return list(torch._foreach_norm(x if in_place else torch._foreach_div(x, u)))
-        return [torch.linalg.vector_norm(x.div_(u) if in_place else x / u)]
+            torch._foreach_div_(x, u)
+        else:
+            x.div_(u)
+        return self.norms_of(x)
 
     def quotient(self, x, u):
         """x / u over the selected part of x: a new tensor (a TensorTuple of them)."""
@@ -153,7 +155,7 @@ class Controller:
         return TensorTuple(torch._foreach_div(x, u)) if isinstance(x, TensorTuple) else x / u
 
     def norms_of(self, q) -> list[torch.Tensor]:
-        """‖q‖₂ of a quotient: one 0-d tensor, or one per tensor of a TensorTuple (as `norms`)."""
+        """‖q‖₂ of a quotient: one 0-d tensor, or one per tensor of a TensorTuple."""
         return list(torch._foreach_norm(q)) if isinstance(q, TensorTuple) else [torch.linalg.vector_norm(q)]
 
     def initial(self, func, t0: float, z0, f0, span: float, counter) -> tuple[float, torch.Tensor | None]:
