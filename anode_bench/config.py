@@ -194,6 +194,7 @@ SCHEMAS = {"dataset": DatasetConfig, "model": ModelConfig, "trainer": TrainerCon
            "gradcheck": GradcheckConfig}
 # the solver group's keys: ODEBlock's solve settings (grad and grad_options come from the grad group)
 SOLVER_KEYS = ("name", "steps", "rtol", "atol", "max_steps", "t0", "t1", "eta")
+ADAPTIVE_ONLY_KEYS = ("rtol", "atol", "max_steps")  # error control: only the adaptive solvers' yamls hold them
 
 
 def _one_line(error: Exception) -> str:
@@ -219,15 +220,23 @@ def validate(cfg: DictConfig) -> None:
     import torch
 
     from .build import ode_settings
-    from .ode import ODEBlock, get_scheme
+    from .ode import SCHEMES, ODEBlock, get_scheme
 
     unknown_keys("solver", cfg.solver, SOLVER_KEYS)
     try:
         settings = ode_settings(cfg)
         solver = get_scheme(settings["solver"])
+        adaptive = ", ".join(name for name, scheme in SCHEMES.items() if scheme.adaptive)
+        fixed = ", ".join(name for name, scheme in SCHEMES.items() if not scheme.adaptive)
         if solver.adaptive and settings.get("steps") is not None:
             raise ConfigError(f"solver.steps={settings['steps']} makes no sense for the adaptive solver {solver.name}: "
-                              f"set solver.rtol/atol, or pick a fixed-step solver (euler, midpoint, heun, rk4)")
+                              f"set solver.rtol/atol, or pick a fixed-step solver ({fixed})")
+        # The ODE core ignores error-control settings on a fixed grid; here they would be a silent no-op
+        # (`+solver.rtol=1e-3` with the default euler), so they are refused.
+        stray = [key for key in ADAPTIVE_ONLY_KEYS if not solver.adaptive and settings.get(key) is not None]
+        if stray:
+            raise ConfigError(f"solver.{stray[0]}={settings[stray[0]]} makes no sense for the fixed-step solver "
+                              f"{solver.name}: set solver.steps (N_t), or pick an adaptive solver ({adaptive})")
         ODEBlock(torch.nn.Identity(), **settings)
     except ConfigError:
         raise

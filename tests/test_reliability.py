@@ -260,6 +260,18 @@ def test_meaningless_combinations_are_refused():
         validate(cfg)
 
 
+@pytest.mark.parametrize("solver", ["euler", "rk4", "alf"])
+@pytest.mark.parametrize("key", ["rtol", "atol", "max_steps"])
+def test_error_control_on_a_fixed_grid_is_refused_not_ignored(solver, key):
+    """`+solver.rtol=...` appends a key that a fixed-step solver would never read."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"solver={solver}", f"+solver.{key}=5"])
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    assert str(error.value) == (f"solver.{key}=5 makes no sense for the fixed-step solver {solver}: set solver.steps "
+                                "(N_t), or pick an adaptive solver (heun_euler, bosh3, dopri5)")
+
+
 def test_a_batch_larger_than_the_training_set_is_refused_before_anything_is_written(tmp_path):
     run_dir = tmp_path / "run"
     code, stderr = finished(anode_train(["experiment=smoke", "dataset.train_size=64", "trainer.batch_size=128",
