@@ -197,6 +197,14 @@ SOLVER_KEYS = ("name", "steps", "rtol", "atol", "max_steps", "t0", "t1", "eta")
 ADAPTIVE_ONLY_KEYS = ("rtol", "atol", "max_steps")  # error control: only the adaptive solvers' yamls hold them
 
 
+def fixed_step_refusal(key: str, value, solver: str) -> ConfigError:
+    from .ode import SCHEMES
+
+    adaptive = ", ".join(name for name, scheme in SCHEMES.items() if scheme.adaptive)
+    return ConfigError(f"solver.{key}={value} makes no sense for the fixed-step solver {solver}: set solver.steps (N_t), "
+                       f"or pick an adaptive solver ({adaptive})")
+
+
 def _one_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
@@ -226,7 +234,6 @@ def validate(cfg: DictConfig) -> None:
     try:
         settings = ode_settings(cfg)
         solver = get_scheme(settings["solver"])
-        adaptive = ", ".join(name for name, scheme in SCHEMES.items() if scheme.adaptive)
         fixed = ", ".join(name for name, scheme in SCHEMES.items() if not scheme.adaptive)
         if solver.adaptive and settings.get("steps") is not None:
             raise ConfigError(f"solver.steps={settings['steps']} makes no sense for the adaptive solver {solver.name}: "
@@ -235,8 +242,7 @@ def validate(cfg: DictConfig) -> None:
         # (`+solver.rtol=1e-3` with the default euler), so they are refused.
         stray = [key for key in ADAPTIVE_ONLY_KEYS if not solver.adaptive and settings.get(key) is not None]
         if stray:
-            raise ConfigError(f"solver.{stray[0]}={settings[stray[0]]} makes no sense for the fixed-step solver "
-                              f"{solver.name}: set solver.steps (N_t), or pick an adaptive solver ({adaptive})")
+            raise fixed_step_refusal(stray[0], settings[stray[0]], solver.name)
         ODEBlock(torch.nn.Identity(), **settings)
     except ConfigError:
         raise
@@ -297,3 +303,39 @@ def check_options(arguments: list[str], config_dir: str | Path) -> None:
             if value not in groups[group] and not (group == "experiment" and value == "null"):
                 raise ConfigError(f"{group}={value} is not an option of {group};{did_you_mean(value, groups[group], group + '=')} "
                                   f"choose from {', '.join(groups[group])}")
+    check_error_control_keys(arguments, config_dir)
+
+
+def check_error_control_keys(arguments: list[str], config_dir: str | Path) -> None:
+    """ConfigError for `solver.rtol=...` (atol, max_steps) when the solver that the command line
+    composes is a fixed-step one. Its yaml lacks the key, and Hydra's multi-line report of that
+    suggests `+solver.rtol`, which `validate` would then refuse: say so at once. The solver comes
+    from composing the command line's `experiment=` and `solver=` alone; when either is swept, or
+    the line names no such key, Hydra and `validate` decide as usual."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser, overrides = OverridesParser.create(), []
+    for argument in arguments:
+        if argument.startswith("-") or "=" not in argument:
+            continue
+        try:
+            overrides += parser.parse_overrides([argument])
+        except HydraException:
+            continue
+    keys = [o for o in overrides if not (o.is_add() or o.is_force_add() or o.is_delete())
+            and o.key_or_group in {f"solver.{key}" for key in ADAPTIVE_ONLY_KEYS}]
+    choosers = [o for o in overrides if o.key_or_group in ("experiment", "solver")]
+    if not keys or any(o.is_sweep_override() or o.is_delete() for o in choosers):
+        return
+    try:
+        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+            solver = compose(config_name="train", overrides=[o.input_line for o in choosers]).solver
+    except HydraException:
+        return
+    from .ode import SCHEMES
+
+    scheme = SCHEMES.get(solver.get("name"))
+    if scheme is not None and not scheme.adaptive and keys[0].key_or_group.split(".")[1] not in solver:
+        raise fixed_step_refusal(keys[0].key_or_group.split(".")[1], keys[0].get_value_element_as_str(), solver.name)

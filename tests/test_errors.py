@@ -111,6 +111,27 @@ def test_an_unknown_option_gets_a_did_you_mean(arguments, message):
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("arguments, solver", [
+    (["solver.rtol=0.001"], "euler"),  # the default solver
+    (["experiment=anode_sqnxt23_rk2_cifar10", "solver.atol=0.1"], "midpoint"),  # an experiment's
+    (["-m", "solver=rk4", "grad=aca,adjoint", "solver.max_steps=5"], "rk4"),
+])
+def test_error_control_on_a_fixed_step_solver_is_refused_before_hydra(arguments, solver):
+    with pytest.raises(ConfigError) as error:
+        check_options(arguments, CONFIG_DIR)
+    key, value = arguments[-1].split("=")
+    assert str(error.value) == (f"{key}={value} makes no sense for the fixed-step solver {solver}: set solver.steps (N_t), "
+                                "or pick an adaptive solver (heun_euler, bosh3, dopri5)")
+
+
+@pytest.mark.parametrize("arguments", [
+    ["solver=dopri5", "solver.rtol=1e-3"], ["experiment=aca_cifar10", "solver.rtol=1e-3"],
+    ["-m", "solver=euler,dopri5", "solver.rtol=1e-3"],  # swept: left to Hydra and validate, job by job
+])
+def test_error_control_on_an_adaptive_solver_passes_the_check(arguments):
+    check_options(arguments, CONFIG_DIR)
+
+
 def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
     check_options(["-m", "grad=direct,aca", "solver=glob(*)", "experiment=null", "solver.steps=1,2", "+model.arch.widths=[4,8]",
                    "~probe", "--cfg", "job", "hydra/launcher=joblib"], CONFIG_DIR)
