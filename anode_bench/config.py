@@ -238,11 +238,6 @@ def validate(cfg: DictConfig) -> None:
         if solver.adaptive and settings.get("steps") is not None:
             raise ConfigError(f"solver.steps={settings['steps']} makes no sense for the adaptive solver {solver.name}: "
                               f"set solver.rtol/atol, or pick a fixed-step solver ({fixed})")
-        # The ODE core ignores error-control settings on a fixed grid; here they would be a silent no-op
-        # (`+solver.rtol=1e-3` with the default euler), so they are refused.
-        stray = [key for key in ADAPTIVE_ONLY_KEYS if not solver.adaptive and settings.get(key) is not None]
-        if stray:
-            raise fixed_step_refusal(stray[0], settings[stray[0]], solver.name)
         ODEBlock(torch.nn.Identity(), **settings)
     except ConfigError:
         raise
@@ -307,35 +302,39 @@ def check_options(arguments: list[str], config_dir: str | Path) -> None:
 
 
 def check_error_control_keys(arguments: list[str], config_dir: str | Path) -> None:
-    """ConfigError for `solver.rtol=...` (atol, max_steps) when the solver that the command line
-    composes is a fixed-step one. Its yaml lacks the key, and Hydra's multi-line report of that
-    suggests `+solver.rtol`, which `validate` would then refuse: say so at once. The solver comes
-    from composing the command line's `experiment=` and `solver=` alone; when either is swept, or
-    the line names no such key, Hydra and `validate` decide as usual."""
+    """ConfigError for error control typed on the command line (`solver.rtol=`, `+solver.atol=`,
+    `++solver.max_steps=`, sweeps too) when the solver the line composes is a fixed-step one: the
+    ODE core ignores these on a fixed grid, so a typed value would be a silent no-op (`+...`), or
+    Hydra's multi-line report that points at `+...` (plain). Only typed values are refused: an
+    experiment may pin rtol for its adaptive runs and keep it when its discrete baseline switches to
+    `solver=euler`. The solver comes from composing the line's `experiment=` and `solver=` alone;
+    when either is swept, or the line names no such key, the check stays out of the way."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    parser, overrides = OverridesParser.create(), []
+    parser, typed, choosers = OverridesParser.create(), [], []
     for argument in arguments:
         if argument.startswith("-") or "=" not in argument:
             continue
         try:
-            overrides += parser.parse_overrides([argument])
+            [override] = parser.parse_overrides([argument])
         except HydraException:
             continue
-    keys = [o for o in overrides if not (o.is_add() or o.is_force_add() or o.is_delete())
-            and o.key_or_group in {f"solver.{key}" for key in ADAPTIVE_ONLY_KEYS}]
-    choosers = [o for o in overrides if o.key_or_group in ("experiment", "solver")]
-    if not keys or any(o.is_sweep_override() or o.is_delete() for o in choosers):
+        if override.key_or_group in {f"solver.{key}" for key in ADAPTIVE_ONLY_KEYS} and not override.is_delete():
+            typed.append((override.key_or_group, argument.split("=", 1)[1]))
+        elif override.key_or_group in ("experiment", "solver"):
+            choosers.append(override)
+    if not typed or any(o.is_sweep_override() or o.is_delete() for o in choosers):
         return
     try:
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
             solver = compose(config_name="train", overrides=[o.input_line for o in choosers]).solver
-    except HydraException:
+    except (HydraException, OmegaConfBaseException, ValueError):  # Hydra reports a bad line itself
         return
     from .ode import SCHEMES
 
     scheme = SCHEMES.get(solver.get("name"))
-    if scheme is not None and not scheme.adaptive and keys[0].key_or_group.split(".")[1] not in solver:
-        raise fixed_step_refusal(keys[0].key_or_group.split(".")[1], keys[0].get_value_element_as_str(), solver.name)
+    if scheme is not None and not scheme.adaptive:
+        key, value = typed[0]
+        raise fixed_step_refusal(key.split(".")[1], value, solver.name)

@@ -112,14 +112,17 @@ def test_an_unknown_option_gets_a_did_you_mean(arguments, message):
 
 
 @pytest.mark.parametrize("arguments, solver", [
-    (["solver.rtol=0.001"], "euler"),  # the default solver
+    (["solver.rtol=1e-3"], "euler"),  # the default solver; Hydra alone would point at +solver.rtol
+    (["+solver.rtol=1e-3"], "euler"),  # composes, and the ODE core would ignore it
+    (["-m", "++solver.atol=1e-2,1e-3"], "euler"),
     (["experiment=anode_sqnxt23_rk2_cifar10", "solver.atol=0.1"], "midpoint"),  # an experiment's
+    (["experiment=aca_cifar10", "solver=euler", "solver.rtol=0.1"], "euler"),  # typed, though the experiment pins rtol
     (["-m", "solver=rk4", "grad=aca,adjoint", "solver.max_steps=5"], "rk4"),
 ])
 def test_error_control_on_a_fixed_step_solver_is_refused_before_hydra(arguments, solver):
     with pytest.raises(ConfigError) as error:
         check_options(arguments, CONFIG_DIR)
-    key, value = arguments[-1].split("=")
+    key, value = arguments[-1].lstrip("+").split("=", 1)
     assert str(error.value) == (f"{key}={value} makes no sense for the fixed-step solver {solver}: set solver.steps (N_t), "
                                 "or pick an adaptive solver (heun_euler, bosh3, dopri5)")
 
@@ -127,6 +130,9 @@ def test_error_control_on_a_fixed_step_solver_is_refused_before_hydra(arguments,
 @pytest.mark.parametrize("arguments", [
     ["solver=dopri5", "solver.rtol=1e-3"], ["experiment=aca_cifar10", "solver.rtol=1e-3"],
     ["-m", "solver=euler,dopri5", "solver.rtol=1e-3"],  # swept: left to Hydra and validate, job by job
+    ["experiment=aca_cifar10", "solver=euler"],  # the discrete baseline keeps the experiment's rtol: not typed
+    ["experiment=null", "solver.rtol=1e-3"],  # a line Hydra cannot compose: Hydra reports it
+    ["~solver.rtol"],
 ])
 def test_error_control_on_an_adaptive_solver_passes_the_check(arguments):
     check_options(arguments, CONFIG_DIR)
@@ -146,7 +152,8 @@ def anode_train_cli(args, cwd):
     ("grad=ACA", "anode-train: grad=ACA is not an option of grad; did you mean grad=aca?"),
     ("+solver.stepz=2", "anode-train: solver.stepz is not a key of solver; did you mean solver.steps?"),
     ("trainer.lrr=3", "anode-train: trainer.lrr is not a key of trainer; did you mean trainer.lr?"),
-    ("solver.rtol=0.1", "Could not override 'solver.rtol'."),  # euler has no rtol: Hydra's report, the config exit code
+    ("solver.rtol=0.1", "anode-train: solver.rtol=0.1 makes no sense for the fixed-step solver euler"),
+    ("solver.eta=0.5", "Could not override 'solver.eta'."),  # euler has no eta: Hydra's report, the config exit code
     ("trainer.epochs=0", "anode-train: trainer.epochs must be >= 1, got 0"),  # refused by the job, in the dir Hydra made
 ])
 def test_every_config_error_exits_2_and_leaves_no_run_dir(tmp_path, override, first_line):
