@@ -295,7 +295,10 @@ def check_options(arguments: list[str], config_dir: str | Path) -> None:
             continue
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.get_value_element_as_str()]
         for value in values:
-            if value not in groups[group] and not (group == "experiment" and value == "null"):
+            if group == "experiment" and value == "null":  # Hydra 1.3 fails on a null group override with a traceback
+                raise ConfigError("experiment=null: Hydra cannot take null for a config group on the command line; "
+                                  "leave experiment= out to run without one")
+            if value not in groups[group]:
                 raise ConfigError(f"{group}={value} is not an option of {group};{did_you_mean(value, groups[group], group + '=')} "
                                   f"choose from {', '.join(groups[group])}")
     check_error_control_keys(arguments, config_dir)
