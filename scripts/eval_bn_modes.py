@@ -8,12 +8,21 @@ evaluation is normalized with that average. The discrete network (N_t = 1) evalu
 the two modes agree there up to batch noise. A large gap between the modes says the running
 statistics, not the weights, cost the accuracy.
 
-    python scripts/eval_bn_modes.py RUN_DIR [RUN_DIR ...]      # a markdown table on stdout
+    python scripts/eval_bn_modes.py RUN_DIR [RUN_DIR ...]      # markdown tables on stdout
+
+The first table has a row per run. Where the runs hold the baseline (`--baseline`: the discrete
+network, grad direct with N_t = 1, or the configuration of a named grad) and other configurations,
+a second gives each configuration's mean ± std over seeds in both modes and its difference from the
+baseline with anode-report's two 95% intervals: Welch's over seeds, and the paired one over the
+seeds both ran (a seed fixes initial weights and batch order).
+
+    python scripts/eval_bn_modes.py --baseline anode RUN_DIR ...  # differences from ANODE's runs
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
 from pathlib import Path
 
@@ -23,6 +32,9 @@ from omegaconf import OmegaConf
 from anode_bench.build import PRECISIONS, load_data, make_loader, make_model
 from anode_bench.checkpoint import CheckpointError, load_checkpoint
 from anode_bench.data import channel_stats
+from anode_bench.stats import Difference, paired, welch
+
+MODES = ("running statistics", "batch statistics")
 
 
 def accuracy(net, loader, batch_statistics: bool) -> float:
@@ -35,13 +47,56 @@ def accuracy(net, loader, batch_statistics: bool) -> float:
     return correct / total
 
 
+def interval(difference: Difference) -> str:
+    if difference.low is None:
+        return f"{difference.diff:+.2f} (needs 2 seeds for an interval)"
+    return f"{difference.diff:+.2f} [{difference.low:+.2f}, {difference.high:+.2f}]"
+
+
+def summary(rows: list[dict], baseline: str = "discrete") -> list[str]:
+    """Markdown lines comparing each configuration with the baseline, mode by mode (module
+    docstring; baseline: "discrete" or a grad name). rows: {"model", "config": (grad, solver, N_t or rtol), "seed", "running statistics",
+    "batch statistics"} per run, accuracies in %. No lines when the runs hold one configuration or no
+    baseline."""
+    if len({row["model"] for row in rows}) > 1:
+        return ["", "(runs of several networks: no comparison; pass the runs of one sweep)"]
+    configs = {}
+    for row in rows:
+        configs.setdefault(row["config"], []).append(row)
+    named = "the discrete network (grad direct, N_t = 1)" if baseline == "discrete" else f"grad {baseline}"
+    chosen = [c for c in configs if (c[0] == "direct" and c[2] == 1 if baseline == "discrete" else c[0] == baseline)]
+    if len(configs) < 2 or not chosen:
+        return []
+    if len(chosen) > 1:
+        return ["", f"({named} is more than one configuration here: {chosen}; no comparison)"]
+    base = configs[chosen[0]]
+    lines = ["", f"Against {named}, in points: the difference of the means with",
+             "its 95% Welch interval over seeds, and the paired one over the seeds both ran.", "",
+             "| grad | solver | N_t / rtol | seeds | mode | mean ± std % | baseline mean % | difference [Welch 95%] | "
+             "paired [95%] (pairs) |", "|---|---|---|---|---|---|---|---|---|"]
+    for config, group in configs.items():
+        if config == chosen[0]:
+            continue
+        for mode in MODES:
+            values, base_values = [r[mode] for r in group], [r[mode] for r in base]
+            spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+            by_seed = {r["seed"]: r[mode] for r in base if r["seed"] is not None}
+            pairs = [(r[mode], by_seed[r["seed"]]) for r in group if r["seed"] in by_seed]
+            same = f"{interval(paired(pairs))} ({len(pairs)})" if pairs else "—"
+            lines.append(f"| {' | '.join(map(str, config))} | {len(values)} | {mode} | {statistics.fmean(values):.2f}{spread} | "
+                         f"{statistics.fmean(base_values):.2f} | {interval(welch(values, base_values))} | {same} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--batch", type=int, default=500, help="test batch (the batch statistics' sample)")
+    parser.add_argument("--baseline", default="discrete", help="discrete (grad direct, N_t = 1) or a grad name")
     args = parser.parse_args()
-    print("| run | grad | solver | N_t | test acc % (running statistics) | test acc % (batch statistics) |")
+    print("| run | grad | solver | N_t / rtol | test acc % (running statistics) | test acc % (batch statistics) |")
     print("|---|---|---|---|---|---|")
+    rows = []
     for run in args.runs:
         record = run / ".hydra" / "config.yaml"
         if not record.is_file():
@@ -58,8 +113,13 @@ def main() -> None:
         net.load_state_dict(state["model"])
         train_split, test_split = load_data(cfg)
         loader = make_loader(test_split, channel_stats(train_split), args.batch, torch.device("cpu"), precision, train=False)
-        print(f"| {run.name} | {cfg.grad.name} | {cfg.solver.name} | {cfg.solver.get('steps')} | "
-              f"{100 * accuracy(net, loader, False):.2f} | {100 * accuracy(net, loader, True):.2f} |", flush=True)
+        row = {"model": cfg.model.name, "config": (cfg.grad.name, cfg.solver.name, cfg.solver.get("steps") or cfg.solver.get("rtol")),
+               "seed": cfg.trainer.get("seed"), MODES[0]: 100 * accuracy(net, loader, False),
+               MODES[1]: 100 * accuracy(net, loader, True)}
+        rows.append(row)
+        print(f"| {run.name} | {' | '.join(map(str, row['config']))} | {row[MODES[0]]:.2f} | {row[MODES[1]]:.2f} |", flush=True)
+    for line in summary(rows, args.baseline):
+        print(line)
 
 
 if __name__ == "__main__":
