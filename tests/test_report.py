@@ -37,6 +37,7 @@ from anode_bench.report import (
     verdict,
     versus_discretization,
 )
+from anode_bench.report import plots as report_plots
 from anode_bench.stats import paired, regularized_beta, t_cdf, t_quantile, welch
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module-scoped fixtures once
@@ -486,7 +487,7 @@ def test_plot_axes_integer_epochs_memory_from_zero_distinct_styles(tmp_path, mon
     a memory axis starts at 0, two identical series get different line styles and markers, the legend is the
     figure's (outside the axes), and saving warns nothing (constrained layout, no tight_layout)."""
     seen = {}
-    real_finish = report_module.finish
+    real_finish = report_plots.finish
 
     def capture(plt, fig, axes, path):
         seen[path.name] = [(list(ax.get_xticks()), ax.get_ylim(), [(line.get_linestyle(), line.get_marker()) for line in ax.lines])
@@ -494,7 +495,7 @@ def test_plot_axes_integer_epochs_memory_from_zero_distinct_styles(tmp_path, mon
         real_finish(plt, fig, axes, path)
         seen[path.name + " legends"] = (len(fig.legends), [ax.get_legend() for ax in axes])
 
-    monkeypatch.setattr(report_module, "finish", capture)
+    monkeypatch.setattr(report_plots, "finish", capture)
     one_epoch = {"x": [1], "y": [50.0], "std": [0.0], "min": [49.0], "max": [51.0], "n": [2]}
     with warnings.catch_warnings():
         warnings.simplefilter("error")

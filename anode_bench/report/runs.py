@@ -1,0 +1,182 @@
+"""Reading runs: every run directory under the roots (metrics.json, or a config and events of an
+unfinished run), its flattened config in today's key names, and its TensorBoard scalars."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Settings that change where or how a run is logged or resumed, never its numbers: ignored when grouping
+# seeds into configurations and when matching a method with its baseline. dataset.path counts by its file name.
+NOT_RESULT = {"trainer.resume", "trainer.resume_override", "trainer.device", "trainer.threads", "trainer.log_every",
+              "trainer.keep_checkpoints", "trainer.eval_batch_size", "dataset.root", "dataset.download"}
+NOT_RESULT_PREFIXES = ("hydra.",)
+
+
+@dataclass
+class Run:
+    """One run directory: its flattened resolved config, metrics.json and scalar curves."""
+
+    path: Path
+    name: str
+    config: dict
+    metrics: dict
+    scalars: dict = field(default_factory=dict)  # tag -> [(step, value)]
+
+    def get(self, key, default=None):
+        return self.config.get(key, default)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.get("solver.steps") is None and self.get("solver.rtol") is not None
+
+    @property
+    def discretization(self) -> str:
+        """N_t for fixed-step solvers, rtol (and atol where it differs) for adaptive ones."""
+        if self.adaptive:
+            rtol, atol = self.get("solver.rtol"), self.get("solver.atol")
+            return f"rtol {rtol:g}" + (f", atol {atol:g}" if atol is not None and atol != rtol else "")
+        steps = self.get("solver.steps")
+        return "?" if steps is None else str(steps)
+
+    @property
+    def grad(self) -> str:
+        grad = self.get("grad.name", "?")
+        baseline = grad == "direct" and self.get("solver.name") == "euler" and self.get("solver.steps") == 1
+        return "direct (discrete ResNet)" if baseline else grad
+
+    @property
+    def status(self) -> str:
+        status = self.metrics.get("status", "incomplete")
+        failure = self.metrics.get("failure")
+        return f"{status}: {failure}" if failure else status
+
+    @property
+    def completed(self) -> bool:
+        return self.metrics.get("status") == "completed"
+
+    def result_key(self, free=lambda key: False) -> tuple:
+        """The config as a hashable key, less the seed, the settings that cannot change a result (NOT_RESULT) and
+        the keys `free` names; dataset.path by its file name, so one file read from two places is one dataset."""
+        if not self.config:
+            return ("path", str(self.path))  # no config: a configuration of its own
+        items = []
+        for key, value in self.config.items():
+            if key == "trainer.seed" or not_result(key) or free(key):
+                continue
+            if key == "dataset.path" and isinstance(value, str):
+                value = Path(value).name
+            items.append((key, json.dumps(value, sort_keys=True, default=str)))
+        return tuple(sorted(items))
+
+
+def not_result(key: str) -> bool:
+    return key in NOT_RESULT or key.startswith(NOT_RESULT_PREFIXES)
+
+
+def flatten(tree, prefix="") -> dict:
+    """{"a": {"b": 1}, "c": [1, 2], "d": {}} -> {"a.b": 1, "c": (1, 2)}: dotted keys, hashable leaves."""
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    if isinstance(tree, (list, tuple)):
+        return {prefix[:-1]: tuple(json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for v in tree)}
+    return {prefix[:-1]: tree}
+
+
+# Config groups renamed since a run may have been written: old prefix -> new prefix.
+RENAMED_PREFIXES = {"grad_check.": "probe."}
+
+
+def upgrade_config(config: dict, device: str | None) -> dict:
+    """An older run's flattened config in today's names, so that it pools with today's runs of the
+    same settings: renamed groups (RENAMED_PREFIXES) take their new names, and a run from before
+    `trainer.tf32` existed that ran on the CPU (`device`: metrics.json's) gets tf32 = False (TF32 is
+    a CUDA setting; on CUDA the old default was PyTorch's, so the key stays missing there and the
+    run stays a configuration of its own)."""
+    upgraded = {}
+    for key, value in config.items():
+        for old, new in RENAMED_PREFIXES.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+        upgraded[key] = value
+    if config and "trainer.tf32" not in upgraded and str(device).startswith("cpu"):
+        upgraded["trainer.tf32"] = False
+    return upgraded
+
+
+def read_config(run_dir: Path) -> dict:
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        return {}
+    from omegaconf import OmegaConf
+
+    loaded = OmegaConf.load(path)
+    try:
+        tree = OmegaConf.to_container(loaded, resolve=True)
+    except Exception:  # an interpolation that only resolves inside Hydra (${hydra:...}): keep it as written
+        tree = OmegaConf.to_container(loaded, resolve=False)
+    return flatten(tree)
+
+
+def read_scalars(run_dir: Path) -> dict:
+    """Every scalar series of the run's TensorBoard events in run_dir (not its subdirectories)."""
+    if not any(p.name.startswith("events.out.tfevents") for p in run_dir.iterdir()):
+        return {}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+def run_name(run_dir: Path, root: Path) -> str:
+    """The path relative to root ('.' for root itself), each Hydra job dir '3_grad=aca,...' cut to its number '3'."""
+    relative = run_dir.relative_to(root)
+    if relative == Path("."):
+        return "."
+    parts = [match.group(1) if (match := re.match(r"^(\d+)_", part)) else part for part in relative.parts]
+    return "/".join(parts)
+
+
+def natural(name: str) -> list:
+    """'sweep/10' after 'sweep/9'."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
+def common_root(roots: list[Path]) -> Path:
+    """The one root, or the deepest directory holding every root (the default output directory and the names' base)."""
+    resolved = [Path(r).resolve() for r in roots]
+    return Path(os.path.commonpath(resolved)) if len(resolved) > 1 else resolved[0]
+
+
+def find_runs(roots, base: Path | None = None) -> list[Run]:
+    """Every run under the roots (a path or a list): dirs holding metrics.json, and incomplete ones (config + events,
+    no metrics). A directory reached from two roots is one run; names are relative to base (default: common_root)."""
+    roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
+    base = Path(base).resolve() if base is not None else common_root(roots)
+    dirs = set()
+    for root in roots:
+        root = root.resolve()
+        dirs |= {p.parent for p in root.rglob("metrics.json")}
+        for config in root.rglob(".hydra/config.yaml"):
+            run_dir = config.parent.parent
+            if run_dir not in dirs and any(p.name.startswith("events.out.tfevents") for p in run_dir.iterdir()):
+                dirs.add(run_dir)
+    runs = []
+    for run_dir in dirs:
+        metrics_path = run_dir / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {"status": "incomplete"}
+        name = run_name(run_dir, base) if run_dir.is_relative_to(base) else str(run_dir)
+        config = upgrade_config(read_config(run_dir), metrics.get("device"))
+        runs.append(Run(run_dir, name, config, metrics, read_scalars(run_dir)))
+    # job numbers repeat when several sweeps share one directory: such runs keep their whole names
+    cut = [run.name for run in runs]
+    for run in runs:
+        if cut.count(run.name) > 1:
+            run.name = str(run.path.relative_to(base)) if run.path.is_relative_to(base) else str(run.path)
+    return sorted(runs, key=lambda run: natural(run.name))
