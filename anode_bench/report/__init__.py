@@ -287,6 +287,3 @@ def main(argv=None) -> None:
     out = args.out or common_root(args.dirs)
     print(f"anode-report: {len(content['runs'])} runs -> {out / 'report.md'}, report.csv, report.json, plots")
 
-
-if __name__ == "__main__":
-    main()
