@@ -176,8 +176,9 @@ def test_custom_scalars_layout_shows_every_tag_as_one_chart_across_runs(sweep):
     assert charts["precision floor: same-precision direct vs float64"] == [r"^grad_error/floor_rel_l2$"]
     assert charts["error / floor (1 = rounding level)"] == [r"^grad_error/floor_ratio$"]
     assert len(charts) == sum(len(c) for c in LAYOUT.values())
-    report(root)  # a rerun replaces the layout file rather than adding a second
-    assert len(list(root.glob("events.out.tfevents.*.anode-report"))) == 1
+    before = layout_files[0].read_bytes()
+    report(root)  # a rerun replaces the layout file rather than adding a second, with the same bytes
+    assert list(root.glob("events.out.tfevents.*.anode-report")) == layout_files and layout_files[0].read_bytes() == before
 
 
 def test_cli_reports_one_run_directory_and_refuses_an_empty_one(sweep, tmp_path, capsys):

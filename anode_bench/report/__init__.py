@@ -78,14 +78,19 @@ LAYOUT = tags.layout()
 
 
 def write_layout(root: Path) -> None:
-    """The custom-scalars layout, in an event file of its own in root (an earlier one is replaced)."""
-    from torch.utils.tensorboard import SummaryWriter
+    """The custom-scalars layout, in an event file of its own in root (an earlier one is replaced). The file has a
+    fixed name and wall time 0, not SummaryWriter's clock, host and pid, so that regenerating a report rewrites the
+    same bytes: a committed report does not change when its runs have not."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    from torch.utils.tensorboard.summary import custom_scalars
 
     for old in root.glob(f"events.out.tfevents.*{LAYOUT_SUFFIX}"):
         old.unlink()
-    writer = SummaryWriter(str(root), filename_suffix=LAYOUT_SUFFIX)
-    writer.add_custom_scalars(LAYOUT)
-    writer.close()
+    with open(root / f"events.out.tfevents.0000000000.layout{LAYOUT_SUFFIX}", "wb") as file:
+        records = RecordWriter(file)
+        records.write(Event(wall_time=0.0, file_version="brain.Event:2").SerializeToString())
+        records.write(Event(wall_time=0.0, step=0, summary=custom_scalars(LAYOUT)).SerializeToString())
 
 
 # tag -> (title, y label, log scale, scale): the per-epoch curves, and the probe's over training
