@@ -301,17 +301,23 @@ def check_options(arguments: list[str], config_dir: str | Path) -> None:
             if value not in groups[group]:
                 raise ConfigError(f"{group}={value} is not an option of {group};{did_you_mean(value, groups[group], group + '=')} "
                                   f"choose from {', '.join(groups[group])}")
-    check_error_control_keys(arguments, config_dir)
+    check_chosen_keys(arguments, config_dir)
 
 
-def check_error_control_keys(arguments: list[str], config_dir: str | Path) -> None:
-    """ConfigError for error control typed on the command line (`solver.rtol=`, `+solver.atol=`,
-    `++solver.max_steps=`, sweeps too) when the solver the line composes is a fixed-step one: the
-    ODE core ignores these on a fixed grid, so a typed value would be a silent no-op (`+...`), or
-    Hydra's multi-line report that points at `+...` (plain). Only typed values are refused: an
-    experiment may pin rtol for its adaptive runs and keep it when its discrete baseline switches to
-    `solver=euler`. The solver comes from composing the line's `experiment=` and `solver=` alone;
-    when either is swept, or the line names no such key, the check stays out of the way."""
+def check_chosen_keys(arguments: list[str], config_dir: str | Path) -> None:
+    """ConfigError for a `solver.` or `grad.` key on the command line that the chosen option does
+    not take. Which keys a solver or method has depends on the option the line composes, so the
+    line's `experiment=`, `solver=` and `grad=` are composed alone (a key whose option is swept, by
+    `experiment=` or its own group, is left to Hydra and `validate`, job by job):
+
+    - error control (`solver.rtol`, `atol`, `max_steps`; plain, `+`, `++` or swept) on a fixed-step
+      solver: the ODE core ignores it on a fixed grid, so it would be a silent no-op. Only typed
+      values are refused: an experiment may pin rtol for its adaptive runs and keep it when its
+      discrete baseline switches to `solver=euler`;
+    - any other plain `solver.K=` or `grad.K=` that the option's yaml lacks (`grad.checkpoints=3`
+      with aca): Hydra's multi-line report would point at `+grad.checkpoints`, which `validate`
+      then refuses; say so at once, with the option's keys.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -324,20 +330,27 @@ def check_error_control_keys(arguments: list[str], config_dir: str | Path) -> No
             [override] = parser.parse_overrides([argument])
         except HydraException:
             continue
-        if override.key_or_group in {f"solver.{key}" for key in ADAPTIVE_ONLY_KEYS} and not override.is_delete():
-            typed.append((override.key_or_group, argument.split("=", 1)[1]))
-        elif override.key_or_group in ("experiment", "solver"):
+        group, _, key = override.key_or_group.partition(".")
+        if group in ("solver", "grad") and key and "." not in key and not override.is_delete():
+            typed.append((group, key, argument.split("=", 1)[1], override.is_add() or override.is_force_add()))
+        elif override.key_or_group in ("experiment", "solver", "grad"):
             choosers.append(override)
-    if not typed or any(o.is_sweep_override() or o.is_delete() for o in choosers):
+    unsure = {o.key_or_group for o in choosers if o.is_sweep_override() or o.is_delete()}  # the option varies by job
+    typed = [t for t in typed if not unsure & {"experiment", t[0]}]
+    if not typed:
         return
     try:
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-            solver = compose(config_name="train", overrides=[o.input_line for o in choosers]).solver
+            cfg = compose(config_name="train", overrides=[o.input_line for o in choosers if o.key_or_group not in unsure])
     except (HydraException, OmegaConfBaseException, ValueError):  # Hydra reports a bad line itself
         return
     from .ode import SCHEMES
 
-    scheme = SCHEMES.get(solver.get("name"))
-    if scheme is not None and not scheme.adaptive:
-        key, value = typed[0]
-        raise fixed_step_refusal(key.split(".")[1], value, solver.name)
+    scheme = SCHEMES.get(cfg.solver.get("name"))
+    for group, key, value, added in typed:
+        if group == "solver" and key in ADAPTIVE_ONLY_KEYS and scheme is not None and not scheme.adaptive:
+            raise fixed_step_refusal(key, value, cfg.solver.name)
+        keys = list(cfg[group])
+        if not added and key not in keys:
+            raise ConfigError(f"{group}.{key} is not a key of {group}={cfg[group].name};"
+                              f"{did_you_mean(key, keys, group + '.')} its keys: {', '.join(keys)}")

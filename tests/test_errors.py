@@ -139,6 +139,27 @@ def test_error_control_on_an_adaptive_solver_passes_the_check(arguments):
     check_options(arguments, CONFIG_DIR)
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (["grad.checkpoints=3"], "grad.checkpoints is not a key of grad=direct; its keys: name"),
+    (["grad=aca", "solver.eta=0.5"], "solver.eta is not a key of solver=euler; its keys: name, steps, t0, t1"),
+    (["grad=revolve", "grad.checkpoint=3"], "grad.checkpoint is not a key of grad=revolve; did you mean grad.checkpoints? "
+                                            "its keys: name, checkpoints"),
+    (["experiment=aca_cifar10", "solver.eta=0.1"], "solver.eta is not a key of solver=heun_euler; its keys: name, steps, rtol,"),
+])
+def test_a_key_the_chosen_option_lacks_is_refused_in_one_line_before_hydra(arguments, message):
+    with pytest.raises(ConfigError) as error:
+        check_options(arguments, CONFIG_DIR)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("arguments", [
+    ["grad=revolve", "grad.checkpoints=3"], ["solver=alf", "solver.eta=0.5"], ["-m", "grad=aca,revolve", "grad.checkpoints=3"],
+    ["grad=revolve", "+grad.checkpoint=3"],  # appended: validate names the method's options after composing
+])
+def test_keys_the_chosen_option_has_pass_the_check(arguments):
+    check_options(arguments, CONFIG_DIR)
+
+
 def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
     check_options(["-m", "grad=direct,aca", "solver=glob(*)", "experiment=smoke", "solver.steps=1,2", "+model.arch.widths=[4,8]",
                    "~probe", "--cfg", "job", "hydra/launcher=joblib"], CONFIG_DIR)
@@ -154,7 +175,8 @@ def anode_train_cli(args, cwd):
     ("+solver.stepz=2", "anode-train: solver.stepz is not a key of solver; did you mean solver.steps?"),
     ("trainer.lrr=3", "anode-train: trainer.lrr is not a key of trainer; did you mean trainer.lr?"),
     ("solver.rtol=0.1", "anode-train: solver.rtol=0.1 makes no sense for the fixed-step solver euler"),
-    ("solver.eta=0.5", "Could not override 'solver.eta'."),  # euler has no eta: Hydra's report, the config exit code
+    ("solver.eta=0.5", "anode-train: solver.eta is not a key of solver=euler; its keys: name, steps, t0, t1"),
+    ("solver.rtol=[0.1", "no viable alternative at input '[0.1'"),  # malformed: Hydra's report, the config exit code
     ("trainer.epochs=0", "anode-train: trainer.epochs must be >= 1, got 0"),  # refused by the job, in the dir Hydra made
 ])
 def test_every_config_error_exits_2_and_leaves_no_run_dir(tmp_path, override, first_line):
