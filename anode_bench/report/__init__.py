@@ -87,7 +87,9 @@ def write_layout(root: Path) -> None:
 
     for old in root.glob(f"events.out.tfevents.*{LAYOUT_SUFFIX}"):
         old.unlink()
-    with open(root / f"events.out.tfevents.0000000000.layout{LAYOUT_SUFFIX}", "wb") as file:
+    # the name sorts after every training event file, so a report written into a run directory leaves the run's
+    # start time (TensorBoard's first event) as it was
+    with open(root / f"events.out.tfevents.9999999999.layout{LAYOUT_SUFFIX}", "wb") as file:
         records = RecordWriter(file)
         records.write(Event(wall_time=0.0, file_version="brain.Event:2").SerializeToString())
         records.write(Event(wall_time=0.0, step=0, summary=custom_scalars(LAYOUT)).SerializeToString())
