@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from anode_bench.build import PRECISIONS, load_data, make_loader, make_model
 from anode_bench.checkpoint import CheckpointError, load_checkpoint
 from anode_bench.data import channel_stats
+from anode_bench.report import find_runs
 from anode_bench.stats import Difference, paired, welch
 
 MODES = ("running statistics", "batch statistics")
@@ -55,27 +56,34 @@ def interval(difference: Difference) -> str:
 
 def summary(rows: list[dict], baseline: str = "discrete") -> list[str]:
     """Markdown lines comparing each configuration with the baseline, mode by mode (module
-    docstring; baseline: "discrete" or a grad name). rows: {"model", "config": (grad, solver, N_t or rtol), "seed", "running statistics",
-    "batch statistics"} per run, accuracies in %. No lines when the runs hold one configuration or no
-    baseline."""
-    if len({row["model"] for row in rows}) > 1:
-        return ["", "(runs of several networks: no comparison; pass the runs of one sweep)"]
-    configs = {}
+    docstring; baseline: "discrete" or a grad name). rows, one per run: {"group": the run's
+    configuration as anode-report groups seeds (resolved config less the seed and the settings that
+    cannot change a result), "config": (grad, solver, N_t or rtol) to show, "seed", "running
+    statistics", "batch statistics"}, accuracies in %. No lines for a single configuration."""
+    groups: dict = {}
     for row in rows:
-        configs.setdefault(row["config"], []).append(row)
-    named = "the discrete network (grad direct, N_t = 1)" if baseline == "discrete" else f"grad {baseline}"
-    chosen = [c for c in configs if (c[0] == "direct" and c[2] == 1 if baseline == "discrete" else c[0] == baseline)]
-    if len(configs) < 2 or not chosen:
+        groups.setdefault(row["group"], []).append(row)
+    if len(groups) < 2:
         return []
-    if len(chosen) > 1:
-        return ["", f"({named} is more than one configuration here: {chosen}; no comparison)"]
-    base = configs[chosen[0]]
+    for group in groups.values():
+        seeds = [r["seed"] for r in group if r["seed"] is not None]
+        if len(seeds) != len(set(seeds)):
+            return ["", f"(a seed appears twice in {group[0]['config']}: pass each run once; no comparison)"]
+    discrete = baseline == "discrete"
+    named = "the discrete network (grad direct, euler N_t = 1)" if discrete else f"grad {baseline}"
+    chosen = [key for key, group in groups.items()
+              if (group[0]["config"] == ("direct", "euler", 1) if discrete else group[0]["config"][0] == baseline)]
+    if len(chosen) != 1:
+        grads = sorted({group[0]["config"][0] for group in groups.values()})
+        return ["", f"({named} is {'more than one configuration' if chosen else 'no configuration'} of these runs; "
+                    f"--baseline is discrete or one of: {', '.join(grads)}; no comparison)"]
+    base = groups[chosen[0]]
     lines = ["", f"Against {named}, in points: the difference of the means with",
              "its 95% Welch interval over seeds, and the paired one over the seeds both ran.", "",
              "| grad | solver | N_t / rtol | seeds | mode | mean ± std % | baseline mean % | difference [Welch 95%] | "
              "paired [95%] (pairs) |", "|---|---|---|---|---|---|---|---|---|"]
-    for config, group in configs.items():
-        if config == chosen[0]:
+    for key, group in groups.items():
+        if key == chosen[0]:
             continue
         for mode in MODES:
             values, base_values = [r[mode] for r in group], [r[mode] for r in base]
@@ -83,8 +91,9 @@ def summary(rows: list[dict], baseline: str = "discrete") -> list[str]:
             by_seed = {r["seed"]: r[mode] for r in base if r["seed"] is not None}
             pairs = [(r[mode], by_seed[r["seed"]]) for r in group if r["seed"] in by_seed]
             same = f"{interval(paired(pairs))} ({len(pairs)})" if pairs else "—"
-            lines.append(f"| {' | '.join(map(str, config))} | {len(values)} | {mode} | {statistics.fmean(values):.2f}{spread} | "
-                         f"{statistics.fmean(base_values):.2f} | {interval(welch(values, base_values))} | {same} |")
+            lines.append(f"| {' | '.join(map(str, group[0]['config']))} | {len(values)} | {mode} | "
+                         f"{statistics.fmean(values):.2f}{spread} | {statistics.fmean(base_values):.2f} | "
+                         f"{interval(welch(values, base_values))} | {same} |")
     return lines
 
 
@@ -113,7 +122,9 @@ def main() -> None:
         net.load_state_dict(state["model"])
         train_split, test_split = load_data(cfg)
         loader = make_loader(test_split, channel_stats(train_split), args.batch, torch.device("cpu"), precision, train=False)
-        row = {"model": cfg.model.name, "config": (cfg.grad.name, cfg.solver.name, cfg.solver.get("steps") or cfg.solver.get("rtol")),
+        [recorded] = find_runs(run)  # the run as anode-report reads it, for its configuration key
+        discretization = cfg.solver.get("steps") or cfg.solver.get("rtol")
+        row = {"group": recorded.result_key(), "config": (cfg.grad.name, cfg.solver.name, discretization),
                "seed": cfg.trainer.get("seed"), MODES[0]: 100 * accuracy(net, loader, False),
                MODES[1]: 100 * accuracy(net, loader, True)}
         rows.append(row)

@@ -181,29 +181,35 @@ def test_eval_bn_modes_reads_a_finished_run_in_both_batchnorm_modes(tmp_path):
         f"eval_bn_modes.py: {tmp_path} has no .hydra/config.yaml; pass anode-train run directories"]
 
 
-def test_eval_bn_modes_compares_each_configuration_with_the_discrete_network_in_both_intervals():
+def test_eval_bn_modes_compares_each_configuration_with_the_baseline_in_both_intervals():
     spec = importlib.util.spec_from_file_location("eval_bn_modes", SCRIPTS / "eval_bn_modes.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     from anode_bench.stats import paired, welch
 
-    def run(config, seed, running, batch):
-        return {"model": "resnet4_anode", "config": config, "seed": seed, "running statistics": running, "batch statistics": batch}
+    def run(config, seed, running, batch, group=None):
+        return {"group": group or config, "config": config, "seed": seed, "running statistics": running, "batch statistics": batch}
 
     discrete, anode = ("direct", "euler", 1), ("anode", "euler", 2)
     rows = [run(discrete, 0, 46.7, 42.4), run(discrete, 1, 47.5, 44.5), run(discrete, 2, 46.0, 43.7),
             run(anode, 2, 26.5, 46.0), run(anode, 0, 20.3, 41.7), run(anode, 1, 18.7, 45.4), run(anode, 7, 30.0, 40.0)]
     lines = script.summary(rows)
     [line] = [line for line in lines if line.startswith("| anode |") and "| batch statistics |" in line]
-    ours, base = [46.0, 41.7, 45.4, 40.0], [42.4, 44.5, 43.7]
-    w = welch(ours, base)
-    pair = paired([(46.0, 43.7), (41.7, 42.4), (45.4, 44.5)])  # seed 7 has no discrete run to pair with
+    w = welch([46.0, 41.7, 45.4, 40.0], [42.4, 44.5, 43.7])
+    pair = paired([(46.0, 43.7), (41.7, 42.4), (45.4, 44.5)])  # by seed; seed 7 has no discrete run to pair with
     assert f"{w.diff:+.2f} [{w.low:+.2f}, {w.high:+.2f}]" in line
     assert f"{pair.diff:+.2f} [{pair.low:+.2f}, {pair.high:+.2f}] (3)" in line
     assert "| 4 | batch statistics | 43.27 ± 2.90 | 43.53 |" in line
-    assert sum("| running statistics |" in line for line in lines) == 1  # the discrete network is the baseline, not a row
-    assert script.summary([r for r in rows if r["config"] != discrete]) == []  # nothing to compare with
-    assert "several networks" in script.summary([*rows, {**rows[0], "model": "alexnet_anode"}])[-1]
+    assert sum("| running statistics |" in line for line in lines) == 1  # the baseline is not a row of its own
     [line] = [line for line in script.summary(rows, "anode") if line.startswith("| direct |") and "| running" in line]
     pair = paired([(46.7, 20.3), (47.5, 18.7), (46.0, 26.5)])
     assert f"{pair.diff:+.2f} [{pair.low:+.2f}, {pair.high:+.2f}] (3)" in line
+
+    # the same (grad, solver, N_t) in two configurations (another width, say) is two groups, never pooled
+    wider = [run(anode, seed, 60.0, 60.0, group="wider") for seed in (0, 1, 2)]
+    assert "is more than one configuration" in script.summary([*rows, *wider], "anode")[-1]
+    assert sum(line.startswith("| anode |") for line in script.summary([*rows, *wider])) == 4
+    assert "no configuration" in script.summary(rows, "anodee")[-1] and "one of: anode, direct" in script.summary(rows, "anodee")[-1]
+    assert "a seed appears twice" in script.summary([*rows, rows[0]])[-1]  # one run passed twice is not a second pair
+    assert "no configuration" in script.summary([run(("direct", "dopri5", 1.0), 0, 1, 1), *rows[3:]])[-1]  # discrete is euler
+    assert script.summary(rows[:3]) == []
