@@ -205,6 +205,38 @@ def fixed_step_refusal(key: str, value, solver: str) -> ConfigError:
                        f"or pick an adaptive solver ({adaptive})")
 
 
+def check_typed_error_control(overrides: list[str], solver: str, held: DictConfig) -> None:
+    """ConfigError for error control (`solver.rtol`, `atol`, `max_steps`; plain, `+` or `++`) among
+    `overrides` (as the user typed them) on the fixed-step `solver`, unless `held` (the composed
+    solver group without these overrides) already holds the key. The ODE core ignores error control
+    on a fixed grid, so an appended value would be a silent no-op; a value an experiment pins for
+    its adaptive runs (aca_cifar10's rtol) may stay, and be changed, when its discrete baseline
+    switches to `solver=euler` in the same sweep."""
+    from .ode import SCHEMES
+
+    scheme = SCHEMES.get(solver)
+    if scheme is None or scheme.adaptive:
+        return
+    for override in overrides:
+        key, _, value = override.lstrip("+").partition("=")
+        group, _, name = key.partition(".")
+        if group == "solver" and name in ADAPTIVE_ONLY_KEYS and name not in held:
+            raise fixed_step_refusal(name, value, solver)
+
+
+def job_error_control(task_overrides: list[str], solver: str) -> None:
+    """`check_typed_error_control` for one job of anode-train, on its own overrides (a sweep's values
+    included), from inside the running Hydra app: the solver group is composed again without the
+    error-control overrides to learn which keys it held."""
+    from hydra import compose
+
+    typed = [o for o in task_overrides if o.lstrip("+").partition("=")[0] in {f"solver.{k}" for k in ADAPTIVE_ONLY_KEYS}]
+    if not typed:
+        return
+    held = compose(config_name="train", overrides=[o for o in task_overrides if o not in typed]).solver
+    check_typed_error_control(typed, solver, held)
+
+
 def _one_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
@@ -310,10 +342,9 @@ def check_chosen_keys(arguments: list[str], config_dir: str | Path) -> None:
     line's `experiment=`, `solver=` and `grad=` are composed alone (a key whose option is swept, by
     `experiment=` or its own group, is left to Hydra and `validate`, job by job):
 
-    - error control (`solver.rtol`, `atol`, `max_steps`; plain, `+`, `++` or swept) on a fixed-step
-      solver: the ODE core ignores it on a fixed grid, so it would be a silent no-op. Only typed
-      values are refused: an experiment may pin rtol for its adaptive runs and keep it when its
-      discrete baseline switches to `solver=euler`;
+    - error control on a fixed-step solver that the composed group does not already hold
+      (`check_typed_error_control`; a typed `solver.name` counts). Where the solver or experiment
+      is swept, `job_error_control` makes the same check in each job, on the job's own overrides;
     - any other plain `solver.K=` or `grad.K=` that the option's yaml lacks (`grad.checkpoints=3`
       with aca): Hydra's multi-line report would point at `+grad.checkpoints`, which `validate`
       then refuses; say so at once, with the option's keys.
@@ -344,12 +375,10 @@ def check_chosen_keys(arguments: list[str], config_dir: str | Path) -> None:
             cfg = compose(config_name="train", overrides=[o.input_line for o in choosers if o.key_or_group not in unsure])
     except (HydraException, OmegaConfBaseException, ValueError):  # Hydra reports a bad line itself
         return
-    from .ode import SCHEMES
-
-    scheme = SCHEMES.get(cfg.solver.get("name"))
-    for group, key, value, added in typed:
-        if group == "solver" and key in ADAPTIVE_ONLY_KEYS and scheme is not None and not scheme.adaptive:
-            raise fixed_step_refusal(key, value, cfg.solver.name)
+    named = [value for group, key, value, _ in typed if (group, key) == ("solver", "name")]
+    check_typed_error_control([f"{group}.{key}={value}" for group, key, value, _ in typed],
+                              named[-1] if named else cfg.solver.name, cfg.solver)
+    for group, key, _value, added in typed:
         keys = list(cfg[group])
         if not added and key not in keys:
             raise ConfigError(f"{group}.{key} is not a key of {group}={cfg[group].name};"

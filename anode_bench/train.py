@@ -38,7 +38,7 @@ from .build import (
     with_layout_and_compile,
 )
 from .checkpoint import CheckpointError, checkpoint_dir
-from .config import CONFIG_DIR, ConfigComposed, ConfigError, check_options, validate
+from .config import CONFIG_DIR, ConfigComposed, ConfigError, check_options, job_error_control, validate
 from .data import DataError, channel_stats
 from .distributed import Distributed, from_environment, shutdown, with_sync_batchnorm
 from .metrics import set_tf32
@@ -176,6 +176,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     context = Distributed()
     try:
         validate(cfg)
+        job_error_control(list(hydra.core.hydra_config.HydraConfig.get().overrides.task), cfg.solver.name)
         context, device = from_environment(pick_device(cfg.trainer.device))
         if context.active:
             check_distributed(cfg, run_dir, context)

@@ -75,6 +75,7 @@ from anode_bench.config import (  # noqa: E402
     CONFIG_DIR,  # noqa: E402
     ConfigError,
     check_options,
+    job_error_control,
     validate,
 )
 
@@ -118,7 +119,6 @@ def test_an_unknown_option_gets_a_did_you_mean(arguments, message):
     (["+solver.rtol=1e-3"], "euler"),  # composes, and the ODE core would ignore it
     (["-m", "++solver.atol=1e-2,1e-3"], "euler"),
     (["experiment=anode_sqnxt23_rk2_cifar10", "solver.atol=0.1"], "midpoint"),  # an experiment's
-    (["experiment=aca_cifar10", "solver=euler", "solver.rtol=0.1"], "euler"),  # typed, though the experiment pins rtol
     (["-m", "solver=rk4", "grad=aca,adjoint", "solver.max_steps=5"], "rk4"),
 ])
 def test_error_control_on_a_fixed_step_solver_is_refused_before_hydra(arguments, solver):
@@ -133,6 +133,7 @@ def test_error_control_on_a_fixed_step_solver_is_refused_before_hydra(arguments,
     ["solver=dopri5", "solver.rtol=1e-3"], ["experiment=aca_cifar10", "solver.rtol=1e-3"],
     ["-m", "solver=euler,dopri5", "solver.rtol=1e-3"],  # swept: left to Hydra and validate, job by job
     ["experiment=aca_cifar10", "solver=euler"],  # the discrete baseline keeps the experiment's rtol: not typed
+    ["experiment=aca_cifar10", "solver=euler", "solver.rtol=0.1"],  # the experiment's pinned key, set for the sweep's ODE runs
     ["~solver.rtol"],
 ])
 def test_error_control_on_an_adaptive_solver_passes_the_check(arguments):
@@ -160,6 +161,23 @@ def test_keys_the_chosen_option_has_pass_the_check(arguments):
     check_options(arguments, CONFIG_DIR)
 
 
+@pytest.mark.parametrize("task, solver, refused", [
+    (["solver=euler", "++solver.rtol=1e-3"], "euler", True),  # appended to a solver that ignores it
+    (["solver=rk4", "+solver.max_steps=5"], "rk4", True),
+    (["experiment=aca_cifar10", "solver=euler", "solver.rtol=0.05"], "euler", False),  # the experiment's own key
+    (["solver=dopri5", "solver.rtol=1e-3"], "dopri5", False),
+])
+def test_each_job_refuses_error_control_that_its_fixed_step_solver_would_ignore(task, solver, refused):
+    """A sweep over solvers leaves the check to each job, on the job's own overrides."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        if refused:
+            key, value = task[-1].lstrip("+").split("=")
+            with pytest.raises(ConfigError, match=f"^{re.escape(key)}={value} makes no sense for the fixed-step solver {solver}"):
+                job_error_control(task, solver)
+        else:
+            job_error_control(task, solver)
+
+
 def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
     check_options(["-m", "grad=direct,aca", "solver=glob(*)", "experiment=smoke", "solver.steps=1,2", "+model.arch.widths=[4,8]",
                    "~probe", "--cfg", "job", "hydra/launcher=joblib"], CONFIG_DIR)
@@ -185,6 +203,14 @@ def test_every_config_error_exits_2_and_leaves_no_run_dir(tmp_path, override, fi
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines()[0].startswith(first_line), result.stderr
     assert not run_dir.exists() and not (tmp_path / "outputs").exists()
+
+
+def test_a_solver_sweep_refuses_appended_error_control_in_its_fixed_step_job(tmp_path):
+    result = anode_train_cli(["-m", "experiment=smoke", "solver=euler,rk4", "++solver.rtol=1e-3",
+                              f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "anode-train: solver.rtol=0.001 makes no sense for the fixed-step solver euler" in result.stderr
+    assert not list((tmp_path / "sweep").glob("*/metrics.json"))
 
 
 def test_help_introduces_anode_train_and_the_configs_suggest_only_real_options(tmp_path):
