@@ -539,3 +539,9 @@ def test_a_run_from_before_the_probe_rename_and_tf32_pools_with_todays_on_the_cp
     assert [[run.name for run in group] for group in cpu] == [["0", "1"]]
     assert cpu[0][0].get("probe.every") == 10 and cpu[0][0].get("trainer.tf32") is False
     assert len(cuda) == 2
+
+
+def test_python_dash_m_runs_the_command(tmp_path):
+    missing = tmp_path / "missing"
+    result = subprocess.run([sys.executable, "-m", "anode_bench.report", str(missing)], capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [f"anode-report: {missing} is not a directory"]
