@@ -304,14 +304,13 @@ def group_keys() -> dict[str, list[str]]:
     return {"solver": list(SOLVER_KEYS), **{group: [f.name for f in dataclasses.fields(schema)] for group, schema in SCHEMAS.items()}}
 
 
-def check_options(arguments: list[str], config_dir: str | Path) -> None:
-    """ConfigError for the first `group=option` on the command line (sweeps `group=a,b` included)
-    whose option config_dir/<group>/ lacks, or the first `group.key=value` whose group has no such
-    key. Flags and whatever Hydra's grammar rejects are left to Hydra."""
+def parsed_overrides(arguments: list[str]):
+    """(argument, Hydra's Override) for each `key=value` argument Hydra's grammar accepts; flags and
+    what the grammar rejects are skipped (Hydra reports those itself)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    groups, parser = config_options(config_dir), OverridesParser.create()
+    parser = OverridesParser.create()
     for argument in arguments:
         if argument.startswith("-") or "=" not in argument:
             continue
@@ -319,6 +318,15 @@ def check_options(arguments: list[str], config_dir: str | Path) -> None:
             [override] = parser.parse_overrides([argument])
         except HydraException:
             continue
+        yield argument, override
+
+
+def check_options(arguments: list[str], config_dir: str | Path) -> None:
+    """ConfigError for the first `group=option` on the command line (sweeps `group=a,b` included)
+    whose option config_dir/<group>/ lacks, or the first `group.key=value` whose group has no such
+    key. Flags and whatever Hydra's grammar rejects are left to Hydra."""
+    groups = config_options(config_dir)
+    for _, override in parsed_overrides(arguments):
         group = override.key_or_group
         known = group_keys().get(group.split(".")[0])
         if known is not None and group.count(".") == 1:  # trainer.lrr=3: Hydra would say "Could not override"
@@ -350,17 +358,10 @@ def check_chosen_keys(arguments: list[str], config_dir: str | Path) -> None:
       then refuses; say so at once, with the option's keys.
     """
     from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    parser, typed, choosers = OverridesParser.create(), [], []
-    for argument in arguments:
-        if argument.startswith("-") or "=" not in argument:
-            continue
-        try:
-            [override] = parser.parse_overrides([argument])
-        except HydraException:
-            continue
+    typed, choosers = [], []
+    for argument, override in parsed_overrides(arguments):
         group, _, key = override.key_or_group.partition(".")
         if group in ("solver", "grad") and key and "." not in key and not override.is_delete():
             typed.append((group, key, argument.split("=", 1)[1], override.is_add() or override.is_force_add()))
