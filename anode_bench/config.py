@@ -229,11 +229,15 @@ def job_error_control(task_overrides: list[str], solver: str) -> None:
     included), from inside the running Hydra app: the solver group is composed again without the
     error-control overrides to learn which keys it held."""
     from hydra import compose
+    from hydra.errors import HydraException
 
     typed = [o for o in task_overrides if o.lstrip("+").partition("=")[0] in {f"solver.{k}" for k in ADAPTIVE_ONLY_KEYS}]
     if not typed:
         return
-    held = compose(config_name="train", overrides=[o for o in task_overrides if o not in typed]).solver
+    try:
+        held = compose(config_name="train", overrides=[o for o in task_overrides if o not in typed]).solver
+    except (HydraException, OmegaConfBaseException, ValueError, AssertionError):  # a launcher without Hydra's state
+        return  # the command-line check has seen every line whose solver is not swept
     check_typed_error_control(typed, solver, held)
 
 
