@@ -218,10 +218,15 @@ def check_typed_error_control(overrides: list[str], solver: str, held: DictConfi
     if scheme is None or scheme.adaptive:
         return
     for override in overrides:
-        key, _, value = override.lstrip("+").partition("=")
-        group, _, name = key.partition(".")
-        if group == "solver" and name in ADAPTIVE_ONLY_KEYS and name not in held:
-            raise fixed_step_refusal(name, value, solver)
+        name = error_control_key(override)
+        if name is not None and name not in held:
+            raise fixed_step_refusal(name, override.partition("=")[2], solver)
+
+
+def error_control_key(override: str) -> str | None:
+    """rtol, atol or max_steps for an override of `solver.<that key>` (plain, `+` or `++`), else None."""
+    group, _, name = override.lstrip("+").partition("=")[0].partition(".")
+    return name if group == "solver" and name in ADAPTIVE_ONLY_KEYS else None
 
 
 def job_error_control(task_overrides: list[str], solver: str) -> None:
@@ -231,7 +236,7 @@ def job_error_control(task_overrides: list[str], solver: str) -> None:
     from hydra import compose
     from hydra.errors import HydraException
 
-    typed = [o for o in task_overrides if o.lstrip("+").partition("=")[0] in {f"solver.{k}" for k in ADAPTIVE_ONLY_KEYS}]
+    typed = [o for o in task_overrides if error_control_key(o) is not None]
     if not typed:
         return
     try:

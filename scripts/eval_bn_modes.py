@@ -101,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--batch", type=int, default=500, help="test batch (the batch statistics' sample)")
-    parser.add_argument("--baseline", default="discrete", help="discrete (grad direct, N_t = 1) or a grad name")
+    parser.add_argument("--baseline", default="discrete", help="discrete (grad direct, euler N_t = 1) or a grad name")
     args = parser.parse_args()
     print("| run | grad | solver | N_t / rtol | test acc % (running statistics) | test acc % (batch statistics) |")
     print("|---|---|---|---|---|---|")
