@@ -30,7 +30,7 @@ class Progress:
     epoch: int = 0  # the epoch in progress (0-based)
     step: int = 0  # training steps done in all
     step_in_epoch: int = 0
-    epoch_rng: torch.Tensor | None = None  # the loader generator's state when this epoch began
+    epoch_rng: torch.Tensor | None = None  # the loader generator's state when epoch `epoch` began (or begins)
     loss_sum: float = 0.0  # this epoch's sums so far (all ranks')
     correct: int = 0
     seen: int = 0

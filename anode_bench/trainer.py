@@ -208,7 +208,7 @@ class Trainer:
         Returns the failure (`step N: reason`) if the run diverged, else None. Raises Stopped after
         checkpointing when a signal has arrived."""
         progress, context, writer = self.progress, self.context, self.writer
-        if progress.step_in_epoch == 0:
+        if progress.epoch_rng is None:  # a fresh run; later epochs' states come from end_epoch
             progress.epoch_rng = self.generator.get_state()
         self.generator.set_state(progress.epoch_rng)
         batches = iter(self.train_loader)
@@ -316,6 +316,8 @@ class Trainer:
                  f"test loss {test_loss:.4f} acc {test_acc:.4f} | {images_timed / epoch_s:.0f} img/s")
         self.scheduler.step()
         progress.epoch, progress.step_in_epoch = epoch + 1, 0
+        # the next epoch's draws continue this one's: a resume from this checkpoint must not reseed them
+        progress.epoch_rng = self.generator.get_state()
         progress.loss_sum, progress.correct, progress.seen = 0.0, 0, 0
         progress.test_loss, progress.test_acc = test_loss, test_acc
         self.checkpoint()

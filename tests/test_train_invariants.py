@@ -4,7 +4,8 @@
 - the inputs are normalized with the training split's statistics, never the test split's;
 - memory/peak_mib is the peak of its own log window, not of the run so far;
 - a run stopped by SIGTERM and resumed draws the same global random numbers (dropout) as one
-  never stopped.
+  never stopped;
+- a run resumed from an epoch's-end checkpoint trains on the same batches as one never stopped.
 
 The training checks run `train(cfg, run_dir)` in this process on an instrumented resnet_tiny,
 registered as a model preset for the test: it can drop out its input (drawing from the global
@@ -234,3 +235,22 @@ def test_a_resumed_run_draws_the_global_random_numbers_of_one_never_stopped(tmp_
     weights, reference = final_weights(stopped), final_weights(never_stopped)
     assert all(torch.equal(weights[k], reference[k]) for k in reference)
 
+
+
+def test_a_run_resumed_from_an_epochs_end_trains_on_the_batches_of_one_never_stopped(tmp_path, instrumented):
+    """A run killed outright (SIGKILL, a lost machine) resumes from its last epoch's-end checkpoint.
+    That checkpoint must carry the loader generator's state for the epoch to come: reseeding it
+    from trainer.seed would replay the first epoch's shuffle and crops, and the weights would part
+    from an uninterrupted run's. Resumed here from the run's own checkpoint after epoch 1 of 3."""
+    run = ["dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=3", "trainer.max_steps_per_epoch=4",
+           "probe.every=0", "trainer.keep_checkpoints=3"]
+    never_stopped = tmp_path / "never_stopped"
+    uninterrupted = train(config(*run), never_stopped, torch.device("cpu"))
+    after_epoch_1 = never_stopped / "checkpoints" / "step_00000004.pt"
+    assert torch.load(after_epoch_1, weights_only=False)["progress"]["step_in_epoch"] == 0
+
+    resumed_dir = tmp_path / "resumed"
+    resumed = train(config(*run, f"trainer.resume={after_epoch_1}"), resumed_dir, torch.device("cpu"))
+    assert comparable(resumed) == comparable(uninterrupted)
+    weights, reference = final_weights(resumed_dir), final_weights(never_stopped)
+    assert all(torch.equal(weights[k], reference[k]) for k in reference)
