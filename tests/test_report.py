@@ -466,6 +466,31 @@ def test_contradicted_and_seedless_claims(synthetic):
     assert claim_rows(groups, runs, [], [Claim("t", "x", r"alexnet", "grad=adjoint", "discrete", "below", -1, "")]) == []
 
 
+def test_a_seed_passed_twice_gets_no_interval_and_a_diverged_run_leaves_the_accuracy_mean(synthetic):
+    """sweep_a passed again from a copy holds every baseline seed twice: Welch's interval would count them twice
+    (n 6, and far too narrow), so there is none and the claim gets no verdict, saying why. A diverged run that
+    logged the accuracy of its last epoch leaves its configuration's accuracy mean, as it leaves the comparison."""
+    tmp_path, a, b = synthetic
+    copy = tmp_path / "copy_of_a"
+    shutil.copytree(a / "0_grad=discrete,trainer.seed=0", copy / "0_grad=discrete,trainer.seed=0")
+    fake_run(tmp_path / "diverged" / "9", {"grad.name": "anode", "trainer.seed": 7}, 0.10, status="diverged")
+    out = tmp_path / "report"
+    main([str(a), str(b), str(copy), str(tmp_path / "diverged"), "--out", str(out), "--baseline", "discrete"])
+    content = json.loads((out / "report.json").read_text())
+    anode = {c["grad"]: c for c in content["configurations"]}["anode"]
+    assert sorted(anode["seeds"]) == [0, 1, 2, 7] and anode["diverged"] == 1
+    assert anode["final acc %"] == pytest.approx(72.0) and anode["final acc % std"] == pytest.approx(1.0)
+    rows = {r["method"]: r for r in content["comparisons"]["discrete"]}
+    adjoint = rows["adjoint, euler N_t=2"]
+    assert adjoint["CI low"] is None and adjoint["CI high"] is None and adjoint["n baseline"] == 4
+    assert adjoint["note"] == ("no interval: seed 0 of direct (discrete ResNet), euler N_t=1 finished twice "
+                               "(a run passed twice?); pass each run once")
+    assert adjoint["pairs"] == 1  # seed 1 alone: seed 0 pairs by neither copy
+    [below] = [c for c in content["claims"] if c["claim"] == "method < baseline"]
+    assert below["verdict"] == f"no verdict: {adjoint['note']}"
+    assert "| 72.00 ± 1.00 (n=3) |" in (out / "report.md").read_text()  # 3 of the 4 runs counted
+
+
 def test_several_dirs_default_output_and_bad_baselines(synthetic, capsys):
     tmp_path, a, b = synthetic
     main([str(a), str(b)])  # written into their common parent

@@ -227,7 +227,7 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         "",
         "Runs whose resolved configs differ only in trainer.seed and in settings that cannot change a result "
         "(resume, device, threads, logging, dataset location); ± is the sample standard deviation (n >= 2); "
-        "diverged runs are left out of the accuracy means.",
+        "runs that diverged or did not finish are left out of the accuracy means.",
         "",
         markdown_table([configuration_cells(r) for r in config_rows]),
         "## Comparison with a baseline",

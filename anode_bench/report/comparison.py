@@ -58,6 +58,13 @@ def accuracies(group: list[Run]) -> list[float]:
     return finite(100.0 * r.metrics[tags.TEST_ACC] for r in group if r.completed and number(r.metrics.get(tags.TEST_ACC)) is not None)
 
 
+def repeated_seeds(group: list[Run]) -> list:
+    """Seeds that more than one of the group's completed runs trained with (one run passed twice, from two
+    sweep dirs, or a seed run again): counted twice they would narrow Welch's interval, so it is refused."""
+    seeds = [r.get("trainer.seed") for r in group if r.completed and number(r.metrics.get(tags.TEST_ACC)) is not None]
+    return sorted({s for s in seeds if s is not None and seeds.count(s) > 1}, key=str)
+
+
 def accuracy_by_seed(group: list[Run]) -> dict:
     """{seed: final test accuracy in %} of the group's completed runs (as `accuracies`) whose seed no other of them
     shares; a run without a seed (trainer.seed null: a random one) pairs with nothing."""
@@ -84,7 +91,8 @@ def difference_row(group: list[Run], base: list[Run], runs: list[Run], keys: lis
     label = lambda g: series_label(g[0], runs, keys, with_discretization=True)  # noqa: E731
     row = {"method": label(group), "baseline": label(base), "n method": len(a), "n baseline": len(b),
            "method acc %": statistics.fmean(a) if a else None, "baseline acc %": statistics.fmean(b) if b else None}
-    difference = welch(a, b) if a and b else None
+    repeated = [(label(g), seed) for g in (group, base) for seed in repeated_seeds(g)]
+    difference = welch(a, b) if a and b and not repeated else None
     row.update({"difference": difference and difference.diff, "CI low": difference and difference.low,
                 "CI high": difference and difference.high, "df": difference and difference.df})
     by_seed, base_by_seed = accuracy_by_seed(group), accuracy_by_seed(base)
@@ -92,6 +100,13 @@ def difference_row(group: list[Run], base: list[Run], runs: list[Run], keys: lis
     same_seed = paired(shared) if shared else None
     row.update({"pairs": len(shared), "paired difference": same_seed and same_seed.diff,
                 "paired CI low": same_seed and same_seed.low, "paired CI high": same_seed and same_seed.high})
+    if repeated:
+        twice = "; ".join(f"seed {seed} of {name}" for name, seed in repeated)
+        row["note"] = f"no interval: {twice} finished twice (a run passed twice?); pass each run once"
+    elif difference is None or difference.low is None:
+        row["note"] = "needs >= 2 seeds on each side for an interval"
+    else:
+        row["note"] = ""
     return row, difference
 
 
@@ -99,7 +114,6 @@ def comparison_rows(groups, runs, keys, baseline: dict[str, str]) -> list[dict]:
     """Each configuration's mean final accuracy minus its comparable baseline's, in points, with the 95% Welch interval."""
     rows = []
     for group, base in pairs(groups, baseline):
-        row, difference = difference_row(group, base, runs, keys)
-        row["note"] = "" if difference and difference.low is not None else "needs >= 2 seeds on each side for an interval"
+        row, _ = difference_row(group, base, runs, keys)
         rows.append(row)
     return rows

@@ -95,11 +95,12 @@ class Column:
     spec: str
     scale: float = 1.0
     optional: bool = False
+    accuracy: bool = False  # a result of the finished training: its mean takes completed runs only
 
 
 METRIC_COLUMNS = [
-    Column("final acc %", tags.TEST_ACC, ".2f", 100.0),
-    Column("best acc %", tags.BEST_ACC, ".2f", 100.0),
+    Column("final acc %", tags.TEST_ACC, ".2f", 100.0, accuracy=True),
+    Column("best acc %", tags.BEST_ACC, ".2f", 100.0, accuracy=True),
     Column("grad error", tags.mean_key(tags.GRAD_REL_L2), ".2e"),
     Column("floor", tags.mean_key(tags.GRAD_FLOOR), ".2e", optional=True),
     Column("error / floor", tags.mean_key(tags.GRAD_FLOOR_RATIO), ".3g", optional=True),
@@ -152,8 +153,10 @@ def run_rows(runs: list[Run], keys: list[str]) -> list[dict]:
 
 
 def configuration_rows(groups: list[list[Run]], keys: list[str]) -> list[dict]:
-    """One row per configuration: each metric's mean over the seeds that logged it and its sample std
-    (`<title> std`, None below 2 values); diverged runs log no accuracy, so they leave the accuracy means."""
+    """One row per configuration: each metric's mean over the seeds that logged it, its sample std
+    (`<title> std`, None below 2 values) and how many runs gave it (`<title> n`). The accuracy means
+    take completed runs only, as the comparison does: a run that diverged or stopped after some
+    epochs logged the accuracy of its last one."""
     columns = columns_for([r for g in groups for r in g])
     rows = []
     for group in groups:
@@ -164,7 +167,10 @@ def configuration_rows(groups: list[list[Run]], keys: list[str]) -> list[dict]:
         row["seeds"] = [r.get("trainer.seed") for r in group]
         row["n"] = len(group)
         for column in columns:
-            row[column.title], row[f"{column.title} std"] = mean_std(metric(r, column) for r in group)
+            counted = [r for r in group if r.completed] if column.accuracy else group
+            values = finite(metric(r, column) for r in counted)
+            row[column.title], row[f"{column.title} std"] = mean_std(values)
+            row[f"{column.title} n"] = len(values)
         row["diverged"] = sum(r.metrics.get("status") == "diverged" for r in group)
         row["incomplete"] = sum(r.metrics.get("status", "incomplete") == "incomplete" for r in group)
         rows.append(row)
@@ -182,7 +188,7 @@ def configuration_cells(row: dict) -> dict:
     """A configuration row as markdown cells: 'mean ± std', the seeds with n, diverged as 'k/n'."""
     cells = {}
     for key, value in row.items():
-        if key.endswith(" std") or key in ("n", "incomplete"):
+        if key.endswith((" std", " n")) or key in ("n", "incomplete"):
             continue
         if key == "seeds":
             cells[key] = ", ".join("—" if s is None else str(s) for s in value) + f" (n={row['n']})"
@@ -190,7 +196,9 @@ def configuration_cells(row: dict) -> dict:
             cells[key] = f"{value}/{row['n']}" + (f" ({row['incomplete']} incomplete)" if row["incomplete"] else "")
         elif key in SPECS:
             std = row.get(f"{key} std")
-            cells[key] = fmt(value, SPECS[key]) + (f" ± {fmt(std, SPECS[key])}" if std else "")
+            cells[key] = fmt(value, SPECS[key]) + (f" ± {fmt(std, SPECS[key])}" if std is not None else "")
+            if 0 < row.get(f"{key} n", row["n"]) < row["n"]:  # fewer seeds logged it (an older run, a diverged one)
+                cells[key] += f" (n={row[f'{key} n']})"
         else:
             cells[key] = str(value)
     return cells
