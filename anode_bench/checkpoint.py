@@ -1,7 +1,8 @@
 """Training checkpoints: written atomically, the newest `keep` kept, read back newest-first.
 
 A checkpoint is `run_dir/checkpoints/step_<step>.pt`, written to a temporary file in the same
-directory and renamed over, so a kill mid-write leaves the previous checkpoints intact. On resume a
+directory and renamed over, so a kill mid-write leaves the previous checkpoints intact; the newest
+`keep` up to the step just written are kept. On resume a
 checkpoint that cannot be read is reported and the one before it is used.
 
 A checkpoint also holds the composed config of the run that wrote it (`config`, YAML text), so a
@@ -38,7 +39,9 @@ def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int = 2) -> Pat
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
-    for old in sorted(directory.glob("step_*.pt"))[:-keep]:
+    # later steps are left alone: an unreadable newest checkpoint that a resume fell back past would
+    # otherwise count as kept while the good ones went
+    for old in sorted(p for p in directory.glob("step_*.pt") if p.name <= path.name)[:-keep]:
         old.unlink()
     return path
 

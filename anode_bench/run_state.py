@@ -37,6 +37,8 @@ class Progress:
     test_loss: float = math.nan
     test_acc: float = math.nan
     last_nfe: dict = field(default_factory=dict)
+    window_peak: float = 0.0  # peak MiB of the log window a stop cut short, over its steps so far
+    last_logged: dict = field(default_factory=dict)  # the latest log point: {"step": N, "scalars": {tag: value}}
     wall_s: float = 0.0  # wall time of the invocations before this one, to their last checkpoint
     history: dict = field(default_factory=lambda: {tag: [] for tag in HISTORY})  # per tag, every value logged
 
@@ -62,9 +64,17 @@ def save_state(run_dir: Path, net, optimizer, scheduler, progress: Progress, dev
 
 def restore_state(source: Path, cfg: DictConfig, net, optimizer, scheduler, device: torch.device) -> tuple[Progress, Path]:
     """Load the newest readable checkpoint of `source` (a run dir or a file) into the objects and
-    the RNGs, after check_resume_config; returns the progress it holds and the file it came from."""
-    state, path = load_checkpoint(source, map_location=device)
+    the RNGs, after check_resume_config; returns the progress it holds and the file it came from.
+
+    Loaded to the CPU: torch's RNG states and Generator.set_state take CPU byte tensors only, and
+    load_state_dict copies weights and optimizer state to where the parameters are."""
+    state, path = load_checkpoint(source, map_location="cpu")
     check_resume_config(cfg, checkpoint_config(state, path), path)
+    trained_on = "cpu" if state["rng"]["cuda"] is None else "cuda"
+    if trained_on != device.type:
+        raise ConfigError(f"trainer.resume: {path} was trained on {trained_on}, this run is on {device.type}; the "
+                          f"loader's random draws continue on one kind of device only: resume with "
+                          f"trainer.device={trained_on}")
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

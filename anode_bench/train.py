@@ -57,6 +57,12 @@ class _NoWriter:
         return lambda *args, **kwargs: None
 
 
+def loader_generator(seed: int | None, device: torch.device, context: Distributed) -> torch.Generator:
+    """The training loader's generator, seeded with `seed`. Every rank must draw the same permutation
+    and crops (each trains on its slice of every batch), so a random seed (None) is rank 0's."""
+    return torch.Generator(device).manual_seed(seed if seed is not None else context.broadcast(torch.seed()))
+
+
 def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, context: Distributed = Distributed(),  # noqa: B008 (frozen)
           record: dict[str, str] | None = None) -> dict:
     """Train as configured, writing TensorBoard events and metrics.json into run_dir. Returns the metrics.
@@ -75,7 +81,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     set_tf32(trainer.tf32)  # the run's float32 convolutions and matmuls, and the probe's copies of them
     if trainer.seed is not None:
         torch.manual_seed(trainer.seed)
-    generator = torch.Generator(device).manual_seed(trainer.seed if trainer.seed is not None else torch.seed())
+    generator = loader_generator(trainer.seed, device, context)
 
     train_split, test_split = load_data_once(cfg, context)
     shard, stats = (context.rank, context.world_size), channel_stats(train_split)  # stats: one pass over the images
@@ -108,6 +114,9 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     if record is not None and context.is_main:
         save_record(run_dir, record)
     writer = SummaryWriter(str(run_dir), purge_step=purge_step) if context.is_main else _NoWriter()
+    if progress.last_logged.get("step") == progress.step:  # a log point at the checkpoint's step, which the purge drops
+        for tag, value in progress.last_logged["scalars"].items():
+            writer.add_scalar(tag, value, progress.step)
     wall_before = progress.wall_s
     if context.is_main:
         log.info(f"run dir {run_dir}: {describe(cfg)}, {trainer.epochs} epoch{'s' * (trainer.epochs != 1)} "

@@ -218,7 +218,9 @@ class Trainer:
         carried = progress if context.is_main else Progress()
         sums = EpochSums(torch.tensor(carried.loss_sum, device=self.device), torch.tensor(carried.correct, device=self.device),
                          carried.seen)
-        timer, window_peak, failure = StepTimer(self.device), 0.0, None
+        # a log window cut by a stop keeps the peak of its steps before the checkpoint
+        timer, window_peak, failure = StepTimer(self.device), progress.window_peak, None
+        progress.window_peak = 0.0
         # a bar on a terminal only (disable=None: tqdm's own isatty check); else plain lines at log steps
         bar = tqdm(range(progress.step_in_epoch, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{self.epochs}",
                    leave=False, disable=None if context.is_main else True)
@@ -257,7 +259,7 @@ class Trainer:
                     break
             # ranks stop together: under torchrun they agree at log steps, where they synchronize anyway
             if context.any(stop.signum is not None) if log_step else stop.signum is not None and not context.active:
-                self.stop(sums, stop.signum)
+                self.stop(sums, window_peak, stop.signum)
         bar.close()
         self.end_epoch(epoch, sums, timer, diverged=failure is not None)
         return failure
@@ -268,13 +270,13 @@ class Trainer:
         step, writer, history = self.progress.step, self.writer, self.progress.history
         step_loss = float(self.context.sum(loss.detach().clone())) / self.context.world_size
         step_ms = timer.window_ms()
-        writer.add_scalar(tags.TRAIN_LOSS, step_loss, step)
-        for tag, count in self.progress.last_nfe.items():
-            writer.add_scalar(tag, count, step)
-        writer.add_scalar(tags.STEP_MS, step_ms, step)
+        scalars = {tags.TRAIN_LOSS: step_loss, **self.progress.last_nfe, tags.STEP_MS: step_ms}
         if window_peak:
-            writer.add_scalar(tags.PEAK_MIB, window_peak, step)
+            scalars[tags.PEAK_MIB] = window_peak
             history[tags.PEAK_MIB].append(window_peak)
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, step)
+        self.progress.last_logged = {"step": step, "scalars": scalars}
         history[tags.STEP_MS].append(step_ms)
         train_acc = float(sums.correct) / max(sums.seen, 1)
         bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{train_acc:.3f}")
@@ -283,10 +285,11 @@ class Trainer:
                      f"loss {step_loss:.4f}, train acc {train_acc:.4f}, {step_ms:.0f} ms/step")
         return None if math.isfinite(step_loss) else f"step {step}: training loss {step_loss}"
 
-    def stop(self, sums: EpochSums, signum: int | None) -> None:
+    def stop(self, sums: EpochSums, window_peak: float, signum: int | None) -> None:
         """Checkpoint mid-epoch and raise Stopped (a rank that got no signal stops with its peers)."""
         progress = self.progress
         progress.loss_sum, progress.correct, progress.seen = sums.pooled(self.context)
+        progress.window_peak = window_peak
         path = self.checkpoint()
         self.context.barrier()  # no rank exits (which makes torchrun stop the others) before rank 0 has written
         raise Stopped(signum or signal.SIGTERM, path)

@@ -200,6 +200,18 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
         load_checkpoint(tmp_path, map_location="cpu")
 
 
+def test_a_resume_past_an_unreadable_checkpoint_keeps_its_own(tmp_path):
+    """Resumed from step 4 past an unreadable step 8, the run checkpoints step 6 with keep=1: step 6 must stay
+    (pruning counted step 8 as the one kept and deleted it), step 8 is left as it was, step 4 goes."""
+    save_checkpoint(tmp_path, 4, {"step": 4}, keep=1)
+    unreadable = tmp_path / "checkpoints" / "step_00000008.pt"
+    unreadable.write_bytes(b"truncated")
+    save_checkpoint(tmp_path, 6, {"step": 6}, keep=1)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000006.pt", "step_00000008.pt"]
+    assert unreadable.read_bytes() == b"truncated"
+    assert load_checkpoint(tmp_path, map_location="cpu")[0] == {"step": 6}
+
+
 def test_checkpoints_are_written_atomically_and_pruned(tmp_path):
     for step in range(1, 5):
         save_checkpoint(tmp_path, step, {"weights": torch.ones(3) * step}, keep=2)

@@ -38,6 +38,7 @@ from anode_bench.report import (
     versus_discretization,
 )
 from anode_bench.report import plots as report_plots
+from anode_bench.report.runs import read_scalars
 from anode_bench.stats import paired, regularized_beta, t_cdf, t_quantile, welch
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module-scoped fixtures once
@@ -499,6 +500,20 @@ def test_several_dirs_default_output_and_bad_baselines(synthetic, capsys):
         main([str(a), "--baseline", "grad.nam=direct"])
     with pytest.raises(SystemExit, match="each part must be KEY=VALUE"):
         main([str(a), "--baseline", "direct"])
+
+
+def test_a_step_written_twice_keeps_its_latest_value(tmp_path):
+    """A run killed after logging epoch 2's accuracy but before checkpointing it logs epoch 2 again when
+    resumed (TensorBoard's purge covers the step axis only): the report reads one value per epoch, the latest."""
+    first = SummaryWriter(str(tmp_path), filename_suffix=".a")
+    for epoch, value in ((1, 0.30), (2, 0.40)):
+        first.add_scalar("test/acc", value, epoch)
+    first.close()
+    resumed = SummaryWriter(str(tmp_path), filename_suffix=".b")
+    for epoch, value in ((2, 0.41), (3, 0.50)):
+        resumed.add_scalar("test/acc", value, epoch)
+    resumed.close()
+    assert read_scalars(tmp_path)["test/acc"] == [(1, pytest.approx(0.30)), (2, pytest.approx(0.41)), (3, pytest.approx(0.50))]
 
 
 def test_help_is_not_cut_short(capsys):

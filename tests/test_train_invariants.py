@@ -5,7 +5,9 @@
 - memory/peak_mib is the peak of its own log window, not of the run so far;
 - a run stopped by SIGTERM and resumed draws the same global random numbers (dropout) as one
   never stopped;
-- a run resumed from an epoch's-end checkpoint trains on the same batches as one never stopped.
+- a run resumed from an epoch's-end checkpoint trains on the same batches as one never stopped;
+- a resumed run shows TensorBoard the events of one never stopped;
+- a checkpoint from another kind of device is refused; on CUDA a run resumes (gpu-marked).
 
 The training checks run `train(cfg, run_dir)` in this process on an instrumented resnet_tiny,
 registered as a model preset for the test: it can drop out its input (drawing from the global
@@ -24,6 +26,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from anode_bench.config import ConfigError
 from anode_bench.metrics import gradient_error
 from anode_bench.models import build_model
 from anode_bench.models.registry import PRESETS, Preset
@@ -254,3 +257,66 @@ def test_a_run_resumed_from_an_epochs_end_trains_on_the_batches_of_one_never_sto
     assert comparable(resumed) == comparable(uninterrupted)
     weights, reference = final_weights(resumed_dir), final_weights(never_stopped)
     assert all(torch.equal(weights[k], reference[k]) for k in reference)
+
+
+def every_scalar(run_dir) -> dict:
+    """{tag: [(step, value), ...]} of the run's events as TensorBoard shows them (purges applied), less clock times."""
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
+            if "time/" not in tag and not tag.startswith("throughput/")}
+
+
+@pytest.mark.parametrize("log_every, probe_every", [(2, 3), (4, 4)])
+def test_a_resumed_run_shows_the_events_of_one_never_stopped(tmp_path, instrumented, log_every, probe_every):
+    """SIGTERM after step 6 of 12, then a resume: TensorBoard must show every scalar at the steps and with the
+    values of an uninterrupted run. (2, 3): the checkpoint falls on a log point, whose loss, NFE and memory were
+    written before it and are purged with what came after. (4, 4): it falls inside a log window whose profiled
+    step 4 set the window's peak memory, which the resumed run must still log at step 8."""
+    run = ["dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=3", "trainer.max_steps_per_epoch=4",
+           f"trainer.log_every={log_every}", f"probe.every={probe_every}"]
+    stopped = tmp_path / "stopped"
+    with pytest.raises(SystemExit):
+        train(config(*run, arch={"sigterm_at": 5}), stopped, torch.device("cpu"))
+    train(config(*run, "trainer.resume=true", "trainer.resume_override=true"), stopped, torch.device("cpu"))
+    never_stopped = tmp_path / "never_stopped"
+    train(config(*run), never_stopped, torch.device("cpu"))
+    shown, expected = every_scalar(stopped), every_scalar(never_stopped)
+    assert shown.keys() == expected.keys() and expected["memory/peak_mib"]
+    for tag in expected:  # CPU memory peaks move by a few KiB from run to run: their steps must agree
+        steps_only = tag.startswith("memory/")
+        assert [(step, None if steps_only else value) for step, value in shown[tag]] == [
+            (step, None if steps_only else value) for step, value in expected[tag]], tag
+
+
+def test_a_checkpoint_from_another_kind_of_device_is_refused_in_one_line(tmp_path, instrumented):
+    """The loader's generator lives on the training device, and a CUDA generator's state does not fit a CPU
+    one: a CUDA run's checkpoint (its saved CUDA RNG state is how one is told) resumed on the CPU is refused,
+    naming the device to resume on, before anything is written."""
+    run = ["dataset.train_size=32", "dataset.test_size=16", "trainer.max_steps_per_epoch=2", "probe.every=0"]
+    trained = tmp_path / "trained"
+    train(config(*run), trained, torch.device("cpu"))
+    [path] = (trained / "checkpoints").glob("*.pt")
+    state = torch.load(path, weights_only=True)
+    state["rng"]["cuda"] = torch.zeros(16, dtype=torch.uint8)  # as torch.cuda.get_rng_state() returns
+    as_if_cuda = tmp_path / "as_if_cuda.pt"
+    torch.save(state, as_if_cuda)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(ConfigError, match=rf"^trainer.resume: {as_if_cuda} was trained on cuda, this run is on cpu; "
+                                          r".*resume with trainer.device=cuda$"):
+        train(config(*run, f"trainer.resume={as_if_cuda}"), resumed, torch.device("cpu"))
+    assert not resumed.exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_run_resumes_from_its_checkpoint(tmp_path, instrumented):
+    """On CUDA the checkpoint's RNG states (CPU byte tensors, which torch's setters require) must load as
+    they were saved, not moved to the GPU: a run resumed from its epoch-1 checkpoint finishes all epochs."""
+    run = ["dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=2", "trainer.max_steps_per_epoch=4",
+           "probe.every=3", "trainer.keep_checkpoints=2", "trainer.device=cuda"]
+    first = tmp_path / "first"
+    train(config(*run), first, torch.device("cuda"))
+    resumed = train(config(*run, f"trainer.resume={first / 'checkpoints' / 'step_00000004.pt'}"), tmp_path / "resumed",
+                    torch.device("cuda"))
+    assert resumed["status"] == "completed" and resumed["steps"] == 8

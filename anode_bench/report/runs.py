@@ -124,14 +124,16 @@ def read_config(run_dir: Path) -> dict:
 
 
 def read_scalars(run_dir: Path) -> dict:
-    """Every scalar series of the run's TensorBoard events in run_dir (not its subdirectories)."""
+    """Every scalar series of the run's TensorBoard events in run_dir (not its subdirectories), by step; a step
+    written twice keeps its latest value. TensorBoard's purge on resume covers the global-step axis only, so a run
+    killed between logging an epoch's results and checkpointing it logs that epoch again when resumed."""
     if not any(p.name.startswith("events.out.tfevents") for p in run_dir.iterdir()):
         return {}
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
-    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    return {tag: sorted({e.step: e.value for e in accumulator.Scalars(tag)}.items()) for tag in accumulator.Tags()["scalars"]}
 
 
 def run_name(run_dir: Path, root: Path) -> str:
