@@ -34,7 +34,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from .build import PRECISIONS, Precision, load_data, make_loader, make_model, pick_device
+from .build import PRECISIONS, Precision, load_data, make_loader, make_model, ode_settings, pick_device
 from .config import CONFIG_DIR, ConfigError, validate
 from .data import DataError, channel_stats
 from .metrics import gradient_error, peak_memory_mib, set_tf32, timed_ms
@@ -63,8 +63,11 @@ def first_batch(cfg: DictConfig, device: torch.device, precision: Precision):
 
 
 def combinations(cfg: DictConfig) -> list[dict]:
-    """[{solver, steps | rtol, grad}] for every grad x solver x (N_t or rtol) asked for."""
+    """[{solver, steps | rtol, grad[, grad_options]}] for every grad x solver x (N_t or rtol) asked for. The
+    configured grad (`grad=`) runs with its group's options (grad.norm, grad.nodes, grad.checkpoints); the
+    other grads listed run with their defaults."""
     check = cfg.gradcheck
+    options = ode_settings(cfg)["grad_options"]
 
     def listed(value, default):
         return list(value) if value is not None else [default]
@@ -83,7 +86,8 @@ def combinations(cfg: DictConfig) -> list[dict]:
             if None in steps:
                 raise ConfigError(f"{solver} has a fixed step: set gradcheck.steps (e.g. [1,2,4,8])")
             settings = [dict(steps=int(n)) for n in steps]
-        out += [dict(solver=solver, **setting, grad=grad) for setting in settings for grad in grads]
+        out += [dict(solver=solver, **setting, grad=grad, **({"grad_options": options} if grad == cfg.grad.name and options else {}))
+                for setting in settings for grad in grads]
     runnable = []
     for combination in out:  # the grads a solver cannot run are left out (mali runs alf only, aca no alf)
         try:
@@ -106,8 +110,9 @@ def measure(model, images, labels, combination: dict, cfg: DictConfig, device, p
     `references`: gradient_error's cache, so that the methods sharing a grid share one float64 reference.
     """
     model.configure_ode(**combination)
+    options = ", ".join(f"{k}={v}" for k, v in combination.get("grad_options", {}).items())
     row = {"solver": combination["solver"], "steps": combination.get("steps"), "rtol": combination.get("rtol"),
-           "grad": combination["grad"]}
+           "grad": combination["grad"] + (f" ({options})" if options else "")}
 
     def work():
         with precision.autocast(device):

@@ -3,10 +3,12 @@ the one-paragraph summary it ends with. Every key is a name from anode_bench.tag
 """
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
@@ -52,10 +54,11 @@ def run_metrics(cfg: DictConfig, progress: Progress, failure: str | None, wall_s
         tags.BEST_ACC: max(history[tags.TEST_ACC], default=None),
         tags.TEST_LOSS: progress.test_loss if finished else None,
         tags.mean_key(tags.GRAD_REL_L2): _mean(history[tags.GRAD_REL_L2]),
-        # .get: a checkpoint from before the floor; a float64 run's ratios are nan (its floor is 0)
+        # .get: a checkpoint from before the floor
         tags.mean_key(tags.GRAD_FLOOR): _mean(history.get(tags.GRAD_FLOOR, [])),
-        tags.mean_key(tags.GRAD_FLOOR_RATIO): _mean([r for r in history.get(tags.GRAD_FLOOR_RATIO, []) if not math.isnan(r)]),
-        tags.TF32: all(tf32_state()),  # what the run ran with: trainer.tf32, as set_tf32 applied it
+        tags.mean_key(tags.GRAD_FLOOR_RATIO): _defined_ratio_mean(history),
+        # TF32 as set_tf32 applied it, where it can apply: CUDA float32 convolutions and matmuls
+        tags.TF32: all(tf32_state()) and torch.device(device).type == "cuda" and cfg.trainer.precision != "fp64",
         tags.PEAK_MIB: max(history[tags.PEAK_MIB], default=None),
         tags.STEP_MS: _mean(history[tags.STEP_MS]),
         **progress.last_nfe,
@@ -64,6 +67,20 @@ def run_metrics(cfg: DictConfig, progress: Progress, failure: str | None, wall_s
         "device": str(device),
         "git": git_revision(),
     }
+
+
+def _defined_ratio_mean(history: dict) -> float | None:
+    """The mean of the probes' error / floor ratios where the ratio is defined: a float64 run's floor is 0
+    and its ratio nan. A probe whose gradient was nan (a diverging model) keeps the mean nan, as the
+    error's own mean is."""
+    ratios, floors = history.get(tags.GRAD_FLOOR_RATIO, []), history.get(tags.GRAD_FLOOR, [])
+    return _mean([ratio for ratio, floor in zip(ratios, floors) if floor != 0])
+
+
+def metrics_json(metrics: dict) -> str:
+    """metrics.json's text: strict JSON, so a value that is not finite (the mean of a nan probe) is null."""
+    clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
+    return json.dumps(clean, indent=2, allow_nan=False)
 
 
 def hparam_values(cfg: DictConfig, metrics: dict, processes: int) -> dict:
@@ -101,7 +118,8 @@ def summary(metrics: dict, run_dir: Path) -> str:
     failure = f" ({metrics[tags.FAILURE]})" if metrics[tags.FAILURE] else ""
     count = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"  # noqa: E731
     ratio = metrics.get(tags.mean_key(tags.GRAD_FLOOR_RATIO))
-    floor = f"{ratio:.3g}x the precision floor" if ratio is not None else "no ratio to the precision floor"
+    floor = f"{ratio:.3g}x the precision floor" if ratio is not None and math.isfinite(ratio) else \
+        f"ratio to the precision floor {ratio}" if ratio is not None else "no ratio to the precision floor"
     return (f"{metrics[tags.STATUS]}{failure} after {count(metrics[tags.EPOCHS], 'epoch')}, {count(metrics[tags.STEPS], 'step')}: "
             f"test acc {fmt(metrics[tags.TEST_ACC], '.2%')} (best {fmt(metrics[tags.BEST_ACC], '.2%')}), "
             f"gradient error {fmt(metrics[tags.mean_key(tags.GRAD_REL_L2)], '.2e')} (relative L2, mean of the probes; {floor}), "

@@ -37,6 +37,8 @@ class Progress:
     test_loss: float = math.nan
     test_acc: float = math.nan
     last_nfe: dict = field(default_factory=dict)
+    timed_s: float = 0.0  # this epoch's timed seconds and images before the checkpoint a stop wrote
+    timed_images: int = 0
     window_peak: float = 0.0  # peak MiB of the log window a stop cut short, over its steps so far
     last_logged: dict = field(default_factory=dict)  # the latest log point: {"step": N, "scalars": {tag: value}}
     wall_s: float = 0.0  # wall time of the invocations before this one, to their last checkpoint

@@ -43,7 +43,7 @@ from .data import DataError, channel_stats
 from .distributed import Distributed, from_environment, shutdown, with_sync_batchnorm
 from .metrics import set_tf32
 from .ode import SCHEMES
-from .results import describe, run_metrics, summary, write_results
+from .results import describe, metrics_json, run_metrics, summary, write_results
 from .run_state import Progress, StopRequest, invocation_record, restore_state, resume_command, save_record, save_state
 from .trainer import Stopped, Trainer
 
@@ -145,7 +145,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     metrics = run_metrics(cfg, progress, failure, wall_before + time.perf_counter() - wall_start, device)
     if context.is_main:  # the other ranks have no event file to write into
         write_results(writer, cfg, metrics, context.world_size)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (run_dir / "metrics.json").write_text(metrics_json(metrics))
         log.info(summary(metrics, run_dir))
     writer.close()
     return metrics

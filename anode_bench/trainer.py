@@ -81,10 +81,11 @@ class StepTimer:
             self.epoch_paused += excluded
             self.window_paused += excluded
 
-    def window_ms(self) -> float:
-        """ms per timed step of the window so far; starts the next window."""
+    def window_ms(self) -> float | None:
+        """ms per timed step of the window so far (None if every step of it was profiled or probed);
+        starts the next window."""
         now = self._now()
-        ms = (now - self.window_start - self.window_paused) * 1e3 / max(self.window_steps, 1)
+        ms = (now - self.window_start - self.window_paused) * 1e3 / self.window_steps if self.window_steps else None
         self.window_start, self.window_paused, self.window_steps = now, 0.0, 0
         return ms
 
@@ -101,6 +102,12 @@ class EpochSums:
     correct: torch.Tensor
     seen: int
     untimed: int = 0
+    carried: int = 0  # of `seen`, the images a resumed checkpoint's sums hold (trained by an earlier invocation)
+
+    def timed(self, context: Distributed) -> int:
+        """Images this invocation trained in timed steps, over all ranks (profiled CPU steps, rank 0's,
+        which every rank waits for, are not timed)."""
+        return (self.seen - self.carried - self.untimed) * context.world_size
 
     def pooled(self, context: Distributed) -> tuple[float, int, int]:
         """The sums over all ranks, read back to the host."""
@@ -169,10 +176,12 @@ class Trainer:
             logits, loss = sgd_step()
             peak = torch.cuda.max_memory_allocated(images.device) / MIB
             return logits, loss, peak, peak - resident
-        if profile_cpu:
+        if profile_cpu:  # as on CUDA: peak above what was resident before the step (the last step's gradients too)
             outputs = []
-            activation = peak_memory_mib(lambda: outputs.extend(sgd_step()))
-            return *outputs, resident_mib(self.net, self.optimizer) + activation, activation
+            resident = resident_mib(self.net, self.optimizer)
+            self.optimizer.zero_grad(set_to_none=True)  # outside the profile, which cannot see a free of what it did not see allocated
+            peak = resident_mib(self.net, self.optimizer) + peak_memory_mib(lambda: outputs.extend(sgd_step()))
+            return *outputs, peak, peak - resident
         return *sgd_step(), None, None
 
     def raise_failure(self, failure: Exception | None) -> None:
@@ -217,7 +226,7 @@ class Trainer:
         # this process's epoch sums; rank 0 carries a resumed checkpoint's (all ranks' sums before it)
         carried = progress if context.is_main else Progress()
         sums = EpochSums(torch.tensor(carried.loss_sum, device=self.device), torch.tensor(carried.correct, device=self.device),
-                         carried.seen)
+                         carried.seen, carried=carried.seen)
         # a log window cut by a stop keeps the peak of its steps before the checkpoint
         timer, window_peak, failure = StepTimer(self.device), progress.window_peak, None
         progress.window_peak = 0.0
@@ -259,7 +268,7 @@ class Trainer:
                     break
             # ranks stop together: under torchrun they agree at log steps, where they synchronize anyway
             if context.any(stop.signum is not None) if log_step else stop.signum is not None and not context.active:
-                self.stop(sums, window_peak, stop.signum)
+                self.stop(sums, timer, window_peak, stop.signum)
         bar.close()
         self.end_epoch(epoch, sums, timer, diverged=failure is not None)
         return failure
@@ -270,26 +279,31 @@ class Trainer:
         step, writer, history = self.progress.step, self.writer, self.progress.history
         step_loss = float(self.context.sum(loss.detach().clone())) / self.context.world_size
         step_ms = timer.window_ms()
-        scalars = {tags.TRAIN_LOSS: step_loss, **self.progress.last_nfe, tags.STEP_MS: step_ms}
+        scalars = {tags.TRAIN_LOSS: step_loss, **self.progress.last_nfe}
+        if step_ms is not None:  # a window of profiled steps only has no step time
+            scalars[tags.STEP_MS] = step_ms
+            history[tags.STEP_MS].append(step_ms)
         if window_peak:
             scalars[tags.PEAK_MIB] = window_peak
             history[tags.PEAK_MIB].append(window_peak)
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, step)
         self.progress.last_logged = {"step": step, "scalars": scalars}
-        history[tags.STEP_MS].append(step_ms)
         train_acc = float(sums.correct) / max(sums.seen, 1)
         bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{train_acc:.3f}")
         if bar.disable and self.context.is_main:
             log.info(f"epoch {epoch + 1}/{self.epochs} step {self.progress.step_in_epoch}/{self.steps_per_epoch}: "
-                     f"loss {step_loss:.4f}, train acc {train_acc:.4f}, {step_ms:.0f} ms/step")
+                     f"loss {step_loss:.4f}, train acc {train_acc:.4f}, "
+                     + ("no timed step" if step_ms is None else f"{step_ms:.0f} ms/step"))
         return None if math.isfinite(step_loss) else f"step {step}: training loss {step_loss}"
 
-    def stop(self, sums: EpochSums, window_peak: float, signum: int | None) -> None:
+    def stop(self, sums: EpochSums, timer: StepTimer, window_peak: float, signum: int | None) -> None:
         """Checkpoint mid-epoch and raise Stopped (a rank that got no signal stops with its peers)."""
         progress = self.progress
         progress.loss_sum, progress.correct, progress.seen = sums.pooled(self.context)
         progress.window_peak = window_peak
+        progress.timed_s += timer.epoch_seconds()  # the epoch's time and images so far, for its epoch_s and img/s
+        progress.timed_images += sums.timed(self.context)
         path = self.checkpoint()
         self.context.barrier()  # no rank exits (which makes torchrun stop the others) before rank 0 has written
         raise Stopped(signum or signal.SIGTERM, path)
@@ -297,16 +311,17 @@ class Trainer:
     def end_epoch(self, epoch: int, sums: EpochSums, timer: StepTimer, diverged: bool) -> None:
         """Log the epoch's sums and timing; unless it diverged, evaluate, step the schedule and checkpoint."""
         progress, writer, context = self.progress, self.writer, self.context
-        epoch_s = timer.epoch_seconds()
-        carried_seen = progress.seen if context.is_main else 0
-        # a resumed epoch times only the images after its checkpoint; profiled CPU steps (rank 0's, which
-        # every rank waits for) are not timed
-        images_timed = (sums.seen - carried_seen - sums.untimed) * context.world_size
+        # a resumed epoch adds the time and images of the invocations before its checkpoint
+        epoch_s = progress.timed_s + timer.epoch_seconds()
+        images_timed = progress.timed_images + sums.timed(context)
+        progress.timed_s, progress.timed_images = 0.0, 0
         loss_total, correct_total, seen = sums.pooled(context)
         train_loss, train_acc = loss_total / max(seen, 1), correct_total / max(seen, 1)
         writer.add_scalar(tags.TRAIN_ACC, train_acc, epoch + 1)
-        writer.add_scalar(tags.EPOCH_S, epoch_s, epoch + 1)
-        writer.add_scalar(tags.IMG_S, images_timed / epoch_s, epoch + 1)
+        throughput = images_timed / epoch_s if images_timed else None  # None: every step was profiled
+        if throughput is not None:
+            writer.add_scalar(tags.EPOCH_S, epoch_s, epoch + 1)
+            writer.add_scalar(tags.IMG_S, throughput, epoch + 1)
         if diverged:
             return
         writer.add_scalar(tags.TRAIN_EPOCH_LOSS, train_loss, epoch + 1)
@@ -316,7 +331,8 @@ class Trainer:
         writer.add_scalar(tags.TEST_ACC, test_acc, epoch + 1)
         progress.history[tags.TEST_ACC].append(test_acc)
         log.info(f"epoch {epoch + 1}/{self.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
-                 f"test loss {test_loss:.4f} acc {test_acc:.4f} | {images_timed / epoch_s:.0f} img/s")
+                 f"test loss {test_loss:.4f} acc {test_acc:.4f} | "
+                 + ("no timed step" if throughput is None else f"{throughput:.0f} img/s"))
         self.scheduler.step()
         progress.epoch, progress.step_in_epoch = epoch + 1, 0
         # the next epoch's draws continue this one's: a resume from this checkpoint must not reseed them

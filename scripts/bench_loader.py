@@ -12,7 +12,7 @@ import statistics
 import torch
 
 from anode_bench.data import DeviceLoader, channel_stats, make_synthetic
-from anode_bench.metrics import timed_ms
+from anode_bench.metrics import set_tf32, timed_ms
 from anode_bench.models import build_model
 
 
@@ -29,6 +29,7 @@ def main():
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    set_tf32(False)
     train, _ = make_synthetic(10, args.images, 1)
     mean, std = channel_stats(train)
     loader = DeviceLoader(train, args.batch, device, mean=mean, std=std, augment=True, shuffle=True, drop_last=True,
@@ -43,8 +44,10 @@ def main():
     epoch_ms = timed_ms(one_epoch, device)
     loader_rate = len(loader) * args.batch / (epoch_ms / 1e3)
 
-    model = build_model(args.model, 10, dict(solver=args.solver, steps=args.steps, grad=args.grad)).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    # the trainer's settings: no finiteness read-back in the solves, weight decay, TF32 off
+    ode = dict(solver=args.solver, steps=args.steps, grad=args.grad, check_finite=False)
+    model = build_model(args.model, 10, ode).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     images, labels = next(iter(loader))
 
     def step():

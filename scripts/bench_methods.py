@@ -22,9 +22,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from anode_bench.build import PRECISIONS, with_layout_and_compile
-from anode_bench.metrics import peak_memory_mib, timed_ms
+from anode_bench.metrics import peak_memory_mib, set_tf32, timed_ms
 from anode_bench.models import build_model
 from anode_bench.ode import GRAD_METHODS, ODEBlock, odeint
+from anode_bench.trainer import resident_mib
 
 
 def step_fn(model, images, labels, optimizer, precision):
@@ -122,18 +123,23 @@ def count_ops(step, model) -> OpCounter:
     return counter
 
 
-def measure(step, device, repeats, warmup):
+def measure(step, model, optimizer, device, repeats, warmup):
+    """(activation MiB, median ms) of `step`: its peak above what was resident before it (parameters, the
+    last step's gradients, optimizer state), as anode-train's memory/activation_mib."""
     for _ in range(warmup):  # gradients and optimizer state exist from here on; compiled code too
         step()
-    memory = peak_memory_mib(step, device)
+    resident = resident_mib(model, optimizer)
+    optimizer.zero_grad(set_to_none=True)  # before the profile (CPU), which cannot see a free of what it did not see allocated
+    memory = resident_mib(model, optimizer) + peak_memory_mib(step, device) - resident
     time_ms = statistics.median(timed_ms(step, device) for _ in range(repeats))
     return memory, time_ms
 
 
 def bench_models(args, device):
-    options = [f"precision {args.precision}"] + ["channels_last"] * args.channels_last + ["compile"] * args.compile
+    options = [f"precision {args.precision}"] + ["TF32"] * args.tf32 + ["channels_last"] * args.channels_last + ["compile"] * args.compile
     print(f"### {args.model}, batch {args.batch}, solver {args.solver}, {device}, {', '.join(options)}\n")
-    print("| N_t | grad | img/s | time / direct | activation MiB | memory / direct | NFE fwd | NFE bwd "
+    base = args.grads[0]
+    print(f"| N_t | grad | img/s | time / {base} | activation MiB | memory / {base} | NFE fwd | NFE bwd "
           "| aten ops/step | f's | solver's | solver / f |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -148,7 +154,7 @@ def bench_models(args, device):
             model = with_layout_and_compile(model, memory_format, args.compile)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
             step = step_fn(model, images, labels, optimizer, args.precision)
-            memory, time_ms = measure(step, device, args.repeats, warmup=3 if args.compile else 1)
+            memory, time_ms = measure(step, model, optimizer, device, args.repeats, warmup=3 if args.compile else 1)
             baseline = baseline or (memory, time_ms)
             nfe = model.nfe()
             if args.compile:  # counting dispatches under dynamo would count (and recompile) another program
@@ -172,7 +178,8 @@ def bench_torchdiffeq(args, device):
     func = ResidualBranch([ConvSpec(channels, channels, 3, padding=1), ConvSpec(channels, channels, 3, padding=1)]).to(device)
     z0 = torch.randn(args.batch, channels, 16, 16, device=device, requires_grad=True)
     t = torch.tensor([0.0, 1.0], device=device)
-    print(f"\n### one ODE block (f = 2x conv-BN-ReLU, {channels} channels, 16x16, batch {args.batch}), rk4, {device}\n")
+    print(f"\n### one ODE block (f = 2x conv-BN-ReLU, {channels} channels, 16x16, batch {args.batch}), rk4, {device}, "
+          f"fp32{' TF32' * args.tf32}, eager (--precision, --channels-last and --compile apply to the table above)\n")
     print("| N_t | anode-bench grad | torchdiffeq | time ratio (anode-bench / torchdiffeq) |")
     print("|---|---|---|---|")
     pairs = [("direct", torchdiffeq.odeint, "odeint"), ("adjoint", torchdiffeq.odeint_adjoint, "odeint_adjoint")]
@@ -203,6 +210,8 @@ def main():
     parser.add_argument("--channels-last", action="store_true", help="NHWC weights, as trainer.channels_last=true (CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile of each block's f, as trainer.compile=true")
     parser.add_argument("--skip-torchdiffeq", action="store_true", help="only the per-method table")
+    parser.add_argument("--tf32", action="store_true", help="TF32 convolutions and matmuls (CUDA), as trainer.tf32=true; "
+                        "off by default, as anode-train")
     args = parser.parse_args()
     args.steps = [int(s) for s in args.steps.split(",")]
     args.grads = args.grads.split(",")
@@ -216,6 +225,7 @@ def main():
         parser.error(f"--steps must be integers >= 1, got {args.steps}")
     if args.channels_last and device.type != "cuda":
         parser.error("--channels-last is a CUDA option (torch 2.14.1's CPU channels-last backward of a stride-2 1x1 convolution crashes)")
+    set_tf32(args.tf32)  # torch's own default lets cuDNN run float32 convolutions in TF32
     bench_models(args, device)
     if not args.skip_torchdiffeq:
         bench_torchdiffeq(args, device)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from anode_bench.build import PRECISIONS
-from anode_bench.metrics import gradient_error, peak_memory_mib, timed_ms
+from anode_bench.metrics import gradient_error, peak_memory_mib, set_tf32, timed_ms
 from anode_bench.models.blocks import ConvSpec, ResidualBranch
 from anode_bench.models.odenet import ODENet
 from anode_bench.ode import GRAD_METHODS, SCHEMES, ODEBlock
@@ -44,12 +44,14 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="timing: median of this many runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tf32", action="store_true", help="TF32 convolutions (CUDA), as trainer.tf32=true; off by default")
     args = parser.parse_args()
     unknown = [s for s in args.solvers.split(",") if s not in SCHEMES]
     if unknown:
         parser.error(f"--solvers {unknown} unknown; choose from {', '.join(SCHEMES)}")
 
     torch.manual_seed(args.seed)
+    set_tf32(args.tf32)  # torch's own default lets cuDNN run float32 convolutions in TF32
     precision, device = PRECISIONS[args.precision], torch.device(args.device)
     net = one_block_network(args.channels).to(device=device, dtype=precision.dtype).train()
     images = torch.randn(args.batch, args.channels, args.size, args.size, device=device, dtype=precision.dtype)
@@ -61,7 +63,7 @@ def main():
         loss.backward()
 
     print(f"one ODE block, f = conv-BN-ReLU-conv-BN-ReLU, {args.channels} channels, input {tuple(images.shape)}, "
-          f"{args.precision} on {device}; reference: float64 direct on the accepted grid; floor: direct there at "
+          f"{args.precision}{' TF32' * args.tf32} on {device}; reference: float64 direct on the accepted grid; floor: direct there at "
           f"{args.precision}")
     print()
     print("| solver | N_t / rtol | grad | rel. error | floor | ÷ floor | NFE fwd | NFE bwd | peak MiB | time ms |")

@@ -28,6 +28,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from anode_bench.build import PRECISIONS, make_model, with_layout_and_compile
 from anode_bench.config import CONFIG_DIR
+from anode_bench.metrics import set_tf32
 
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize")
 
@@ -79,12 +80,14 @@ def main():
     batch = args.batch or trainer.batch_size
     torch.manual_seed(trainer.seed)
     memory_format = torch.channels_last if trainer.get("channels_last") else torch.contiguous_format
-    model = with_layout_and_compile(make_model(cfg, device), memory_format, trainer.get("compile", False))
+    precision = trainer.get("precision", "fp32")
+    dtype = PRECISIONS[precision].dtype  # fp64 runs in float64, bf16 in float32 under autocast, as anode-train
+    set_tf32(trainer.tf32)
+    model = with_layout_and_compile(make_model(cfg, device).to(dtype), memory_format, trainer.get("compile", False))
     optimizer = torch.optim.SGD(model.parameters(), lr=trainer.lr, momentum=trainer.momentum,
                                 weight_decay=trainer.weight_decay)
-    images = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
+    images = torch.randn(batch, 3, 32, 32, device=device, dtype=dtype).contiguous(memory_format=memory_format)
     labels = torch.randint(0, cfg.dataset.num_classes, (batch,), device=device)
-    precision = trainer.get("precision", "fp32")
 
     def step():
         with PRECISIONS[precision].autocast(device):
@@ -94,7 +97,7 @@ def main():
         optimizer.step()
 
     solver = cfg.solver.name + (f" N_t {cfg.solver.steps}" if cfg.solver.get("steps") else f" rtol {cfg.solver.get('rtol')}")
-    print(f"### {cfg.model.name}, {solver}, grad {cfg.grad.name}, batch {batch}, {precision}, {device}, "
+    print(f"### {cfg.model.name}, {solver}, grad {cfg.grad.name}, batch {batch}, {precision}{' TF32' * trainer.tf32}, {device}, "
           f"{args.steps} steps, torch {torch.__version__}")
     for _ in range(args.warmup):
         step()

@@ -9,8 +9,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from anode_bench.build import PRECISIONS
 from anode_bench.config import CONFIG_DIR, ConfigError, validate
-from anode_bench.gradcheck import combinations, plots
+from anode_bench.gradcheck import combinations, measure, plots
 from anode_bench.metrics import gradient_error
 from anode_bench.models import build_model
 
@@ -132,6 +133,23 @@ def test_lists_left_null_take_the_composed_groups_and_bad_names_fail():
         with pytest.raises(ConfigError, match=message) as error:
             validate(composed([override]))
         assert "\n" not in str(error.value)
+
+
+def test_the_configured_grad_runs_with_its_options_and_says_so():
+    """grad=interpolated grad.nodes=3: its rows must run K = 3 nodes, not the method's default 8, and say so;
+    another grad listed beside it runs with its own defaults."""
+    cfg = composed(["solver=heun_euler", "solver.rtol=1e-2", "grad=interpolated", "grad.nodes=3", "grad.norm=seminorm",
+                    "gradcheck.grads=[interpolated,adjoint]", "gradcheck.solvers=null", "gradcheck.rtols=null"])
+    options = {"nodes": 3, "norm": "seminorm"}
+    assert combinations(cfg) == [dict(solver="heun_euler", rtol=1e-2, atol=1e-2, grad="interpolated", grad_options=options),
+                                 dict(solver="heun_euler", rtol=1e-2, atol=1e-2, grad="adjoint")]
+    torch.manual_seed(0)
+    model = build_model("resnet_tiny", 10, dict(solver="euler", steps=1, grad="direct")).double()
+    images, labels = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
+    row = measure(model, images, labels, combinations(cfg)[0], composed(["gradcheck.repeats=1", "trainer.precision=fp64"]),
+                  torch.device("cpu"), PRECISIONS["fp64"], {})
+    assert row["grad"] == "interpolated (nodes=3, norm=seminorm)"
+    assert all(block.method.nodes == 3 for block in model.ode_blocks)
 
 
 def test_a_cached_reference_is_the_one_the_same_solver_and_grid_would_compute():

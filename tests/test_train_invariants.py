@@ -259,6 +259,12 @@ def test_a_run_resumed_from_an_epochs_end_trains_on_the_batches_of_one_never_sto
     assert all(torch.equal(weights[k], reference[k]) for k in reference)
 
 
+def every_scalar_tag(run_dir) -> list[str]:
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return accumulator.Tags()["scalars"]
+
+
 def every_scalar(run_dir) -> dict:
     """{tag: [(step, value), ...]} of the run's events as TensorBoard shows them (purges applied), less clock times."""
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
@@ -272,19 +278,24 @@ def test_a_resumed_run_shows_the_events_of_one_never_stopped(tmp_path, instrumen
     """SIGTERM after step 6 of 12, then a resume: TensorBoard must show every scalar at the steps and with the
     values of an uninterrupted run. (2, 3): the checkpoint falls on a log point, whose loss, NFE and memory were
     written before it and are purged with what came after. (4, 4): it falls inside a log window whose profiled
-    step 4 set the window's peak memory, which the resumed run must still log at step 8."""
+    step 4 set the window's peak memory, which the resumed run must still log at step 8. The epoch's timed
+    seconds and images so far go into the checkpoint, so the resumed epoch's epoch_s and img/s are whole."""
     run = ["dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=3", "trainer.max_steps_per_epoch=4",
            f"trainer.log_every={log_every}", f"probe.every={probe_every}"]
     stopped = tmp_path / "stopped"
     with pytest.raises(SystemExit):
         train(config(*run, arch={"sigterm_at": 5}), stopped, torch.device("cpu"))
+    # the stopped epoch's time and images so far travel in the checkpoint, so epoch 2's epoch_s is the whole epoch's
+    so_far = torch.load(stopped / "checkpoints" / "step_00000006.pt", weights_only=True)["progress"]
+    untimed = sum(1 for step in (4, 5) if step % probe_every == 0)  # steps 4 and 5 of epoch 2, profiled where probed
+    assert so_far["timed_images"] == (2 - untimed) * BATCH and so_far["timed_s"] > 0
     train(config(*run, "trainer.resume=true", "trainer.resume_override=true"), stopped, torch.device("cpu"))
     never_stopped = tmp_path / "never_stopped"
     train(config(*run), never_stopped, torch.device("cpu"))
     shown, expected = every_scalar(stopped), every_scalar(never_stopped)
     assert shown.keys() == expected.keys() and expected["memory/peak_mib"]
     for tag in expected:  # CPU memory peaks move by a few KiB from run to run: their steps must agree
-        steps_only = tag.startswith("memory/")
+        steps_only = "memory/" in tag
         assert [(step, None if steps_only else value) for step, value in shown[tag]] == [
             (step, None if steps_only else value) for step, value in expected[tag]], tag
 
@@ -320,3 +331,42 @@ def test_a_cuda_run_resumes_from_its_checkpoint(tmp_path, instrumented):
     resumed = train(config(*run, f"trainer.resume={first / 'checkpoints' / 'step_00000004.pt'}"), tmp_path / "resumed",
                     torch.device("cuda"))
     assert resumed["status"] == "completed" and resumed["steps"] == 8
+
+
+def test_a_run_whose_every_step_is_profiled_counts_its_state_once_and_times_nothing(tmp_path, instrumented):
+    """probe.every=1 on the CPU profiles every step, so none is timed: no step time, no throughput (a
+    made-up one from loop overhead would enter metrics.json). Memory as on CUDA, above what was resident
+    before the step: the first step creates the gradients (peak during backward) inside its profile, so its
+    activation holds them and its peak does not hold them twice; later steps replace the last step's
+    gradients, which were resident before, so their activation holds no gradients (the profiler cannot
+    see the old ones freed, so they are freed before it starts)."""
+    cfg = config("dataset.train_size=64", "dataset.test_size=16", "trainer.max_steps_per_epoch=3", "trainer.log_every=1",
+                 "probe.every=1")
+    run_dir = tmp_path / "run"
+    metrics = train(cfg, run_dir, torch.device("cpu"))
+    peaks = [value for _, value in sorted(scalars(run_dir, "memory/peak_mib").items())]
+    activations = [value for _, value in sorted(scalars(run_dir, "memory/activation_mib").items())]
+    gradients_mib = sum(p.numel() for p in build_model("resnet_tiny", 10).parameters()) * 4 / 2**20
+    assert len(peaks) == len(activations) == 3
+    assert activations[0] - activations[1] > 0.8 * gradients_mib, (activations, gradients_mib)  # measured: 1.0
+    assert activations[1] == activations[2] and peaks[0] < peaks[1] + gradients_mib / 4, (peaks, gradients_mib)
+    assert metrics["time/step_ms"] is None
+    assert not {"time/step_ms", "time/epoch_s", "throughput/img_s"} & set(every_scalar_tag(run_dir))
+
+
+def test_a_nan_probe_leaves_every_gradient_mean_undefined_in_strict_json(tmp_path, instrumented):
+    """lr 1e12: the probe at step 1 meets a nan model. The error, the floor and their ratio all read nan there,
+    so all three means are undefined (null, as strict JSON has no nan), not the ratio of the finite probes alone.
+    trainer.tf32=true on the CPU: TF32 applies to CUDA only, so metrics.json says it did not apply."""
+    cfg = config("dataset.train_size=64", "dataset.test_size=16", "trainer.max_steps_per_epoch=4", "trainer.log_every=2",
+                 "probe.every=1", "trainer.lr=1e12", "trainer.tf32=true")
+    run_dir = tmp_path / "run"
+    train(cfg, run_dir, torch.device("cpu"))
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    metrics = json.loads((run_dir / "metrics.json").read_text(), parse_constant=refuse)
+    assert metrics["status"] == "diverged"
+    assert metrics["grad_error/rel_l2_mean"] is None and metrics["grad_error/floor_ratio_mean"] is None
+    assert metrics["tf32"] is False
