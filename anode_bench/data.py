@@ -76,6 +76,9 @@ def load_npz(path: str) -> tuple[Split, Split]:
             x_train, y_train, x_test, y_test = (arrays[k] for k in keys)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"cannot read {path}: {error}") from None
+    for key, labels in (("y_train", y_train), ("y_test", y_test)):
+        if not np.issubdtype(labels.dtype, np.integer):  # float labels would be truncated, bools read as 0/1
+            raise DataError(f"{path}: {key} must hold integer class labels, got dtype {labels.dtype}")
     return Split(x_train, y_train.astype(np.int64)), Split(x_test, y_test.astype(np.int64))
 
 
@@ -100,6 +103,8 @@ def make_synthetic(num_classes: int, train_size: int, test_size: int, seed: int 
 
 
 def check_split(split: Split, num_classes: int, source: str, part: str) -> None:
+    if len(split.labels) == 0:
+        raise DataError(f"{source}: the {part} split holds no images")
     if split.images.ndim != 4 or split.images.shape[1:] != (32, 32, 3) or split.images.dtype != np.uint8:
         raise DataError(
             f"{source}: {part} images must be uint8 [N, 32, 32, 3], got {split.images.dtype} {list(split.images.shape)}"

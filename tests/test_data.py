@@ -59,6 +59,21 @@ def test_npz_with_labels_out_of_range_names_the_file(tmp_path):
         load_splits("cifar10", num_classes=10, path=str(path))
 
 
+@pytest.mark.parametrize("bad, message", [
+    (dict(y_train=np.arange(4) + 0.7), r"bad.npz: y_train must hold integer class labels, got dtype float64"),
+    (dict(y_test=np.array([True, False, True, False])), r"bad.npz: y_test must hold integer class labels, got dtype bool"),
+    (dict(x_test=np.zeros((0, 32, 32, 3), np.uint8), y_test=np.zeros(0, np.int64)), r"bad.npz: the test split holds no images"),
+])
+def test_npz_with_labels_that_are_not_classes_or_an_empty_split_is_refused(tmp_path, bad, message):
+    """Float labels would be truncated (6.7 -> 6) and bools read as 0/1 without a word; an empty test split
+    would train a whole epoch and then divide by zero in evaluation."""
+    path = tmp_path / "bad.npz"
+    split = tiny_split(4)
+    np.savez(path, **{**dict(x_train=split.images, y_train=split.labels, x_test=split.images, y_test=split.labels), **bad})
+    with pytest.raises(DataError, match=message):
+        load_splits("cifar10", num_classes=10, path=str(path))
+
+
 def test_truncated_npz_is_a_clear_error(tmp_path):
     path = tmp_path / "cut.npz"
     split = tiny_split(4)
