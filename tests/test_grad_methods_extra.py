@@ -56,6 +56,39 @@ def test_gradient_equals_direct_on_fixed_grids(grad, options, solver, steps):
     assert_same_buffers(ref_func, result_func)  # BatchNorm statistics updated once, as by direct
 
 
+class ReturnsItsParameter(torch.nn.Module):
+    """f(t, z) = c (the parameter itself, not a copy) for t < 0.5, w·tanh(z) after: a stage that is a leaf
+    requiring grad, which a recompute under no_grad does not detach by itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.randn(5, 6, dtype=torch.float64))
+        self.w = torch.nn.Parameter(torch.randn((), dtype=torch.float64))
+
+    def forward(self, t, z):
+        return self.c if t < 0.5 else self.w * torch.tanh(z)
+
+
+@pytest.mark.parametrize("grad", ["anode", "aca", "revolve", "symplectic"])
+def test_an_f_that_returns_its_parameter_gets_directs_gradient(grad):
+    func, y0 = ReturnsItsParameter(), torch.randn(5, 6, dtype=torch.float64)
+    reference, _, _ = gradient(func, y0, "direct", solver="rk4", steps=3)
+    result, _, _ = gradient(func, y0, grad, solver="rk4", steps=3)
+    assert relative_error(result, reference) <= 1e-10  # symplectic counted dL/dc twice: 2.9e-3
+
+
+@pytest.mark.parametrize("grad", [g for g in GRAD_METHODS if g != "direct"])
+def test_a_second_derivative_is_refused_not_dropped(grad):
+    """A gradient penalty (create_graph=True) through a method with its own backward: that backward is not
+    differentiable, so differentiating it again must raise, not return dL/dθ without the penalty's term."""
+    func, y0 = TanhMLP(4, 8).double(), torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    solver = "alf" if grad == "mali" else "rk4"
+    y1 = odeint(func, y0, grad=grad, solver=solver, steps=2)
+    [dy0] = torch.autograd.grad((y1 * torch.cos(y1)).sum(), y0, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        dy0.square().sum().backward()
+
+
 @pytest.mark.parametrize("checkpoints", [1, 2, 3, 12])
 def test_revolve_equals_direct_on_a_long_schedule(checkpoints):
     """N_t = 11 with K = 1, 2, 3 snapshots recurses several levels; K = 12 stores every state."""

@@ -203,6 +203,7 @@ class _CheckpointedSolve(torch.autograd.Function):
         return z1
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a second derivative (create_graph) is refused, not silently dropped
     def backward(ctx, grad_z1):
         z0, z1, *states = ctx.saved_tensors
         if ctx.method.releases_states:

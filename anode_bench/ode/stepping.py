@@ -78,8 +78,10 @@ def integrate(
     `on_step(t, t_next, z, z_next, k)` is called after every accepted Runge-Kutta step with the
     stages it evaluated (k[0] = f(t, z); the solution stages on a grid, all of the tableau's under
     error control): the interpolated adjoint samples its dense output there.
-    rng_states[0] is the RNG state before the solve's first evaluation of f; a grid also keeps it
-    at the start of step i >= 1 (those asked for), and records the scheme's carry at t1.
+    rng_states[0] is the RNG state before the first step's evaluations of f (on a grid the solve's
+    first; under error control after k1 and the starting-step probe, which a replay on the accepted
+    grid does not repeat: adaptive solves assume a deterministic f); a grid also keeps it at the
+    start of step i >= 1 (those asked for), and records the scheme's carry at t1.
     """
     if plan.grid is not None:
         z1, trajectory = _integrate_grid(func, z0, plan, record_states, record_rng, on_step)

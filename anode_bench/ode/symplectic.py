@@ -55,7 +55,8 @@ class Symplectic(CheckpointMethod):
             with torch.no_grad():
                 for i in range(stages - 1):
                     stage_rng.append(capture_rng(z0.device))
-                    k.append(func(t + tableau.c[i] * h, combine(z, h, tableau.a[i], k)))
+                    # detached: an f that returns a parameter itself (`return self.c`) would carry its graph
+                    k.append(func(t + tableau.c[i] * h, combine(z, h, tableau.a[i], k)).detach())
             stage_rng.append(capture_rng(z0.device))
             ell = [None] * stages
             for i in reversed(range(stages)):
