@@ -55,8 +55,10 @@ class Symplectic(CheckpointMethod):
             with torch.no_grad():
                 for i in range(stages - 1):
                     stage_rng.append(capture_rng(z0.device))
-                    # detached: an f that returns a parameter itself (`return self.c`) would carry its graph
-                    k.append(func(t + tableau.c[i] * h, combine(z, h, tableau.a[i], k)).detach())
+                    stage = func(t + tableau.c[i] * h, combine(z, h, tableau.a[i], k))
+                    # under no_grad only an f that returns a parameter itself (`return self.c`) gives a stage
+                    # that requires grad; it would carry its graph into x below (checked here: no op otherwise)
+                    k.append(stage.detach() if stage.requires_grad else stage)
             stage_rng.append(capture_rng(z0.device))
             ell = [None] * stages
             for i in reversed(range(stages)):
