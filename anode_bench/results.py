@@ -118,8 +118,8 @@ def summary(metrics: dict, run_dir: Path) -> str:
     failure = f" ({metrics[tags.FAILURE]})" if metrics[tags.FAILURE] else ""
     count = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"  # noqa: E731
     ratio = metrics.get(tags.mean_key(tags.GRAD_FLOOR_RATIO))
-    floor = f"{ratio:.3g}x the precision floor" if ratio is not None and math.isfinite(ratio) else \
-        f"ratio to the precision floor {ratio}" if ratio is not None else "no ratio to the precision floor"
+    defined = ratio is not None and math.isfinite(ratio)  # None: no probe or float64; nan: a probe on a nan model
+    floor = f"{ratio:.3g}x the precision floor" if defined else "no ratio to the precision floor"
     return (f"{metrics[tags.STATUS]}{failure} after {count(metrics[tags.EPOCHS], 'epoch')}, {count(metrics[tags.STEPS], 'step')}: "
             f"test acc {fmt(metrics[tags.TEST_ACC], '.2%')} (best {fmt(metrics[tags.BEST_ACC], '.2%')}), "
             f"gradient error {fmt(metrics[tags.mean_key(tags.GRAD_REL_L2)], '.2e')} (relative L2, mean of the probes; {floor}), "

@@ -58,6 +58,9 @@ def accuracies(group: list[Run]) -> list[float]:
     return finite(100.0 * r.metrics[tags.TEST_ACC] for r in group if r.completed and number(r.metrics.get(tags.TEST_ACC)) is not None)
 
 
+SEED_TWICE = "no interval: "  # how a row refused for a repeated seed begins its note (claims.py reads it)
+
+
 def repeated_seeds(group: list[Run]) -> list:
     """Seeds that more than one of the group's completed runs trained with (one run passed twice, from two
     sweep dirs, or a seed run again): counted twice they would narrow Welch's interval, so it is refused."""
@@ -102,7 +105,7 @@ def difference_row(group: list[Run], base: list[Run], runs: list[Run], keys: lis
                 "paired CI low": same_seed and same_seed.low, "paired CI high": same_seed and same_seed.high})
     if repeated:
         twice = "; ".join(f"seed {seed} of {name}" for name, seed in repeated)
-        row["note"] = f"no interval: {twice} finished twice (a run passed twice?); pass each run once"
+        row["note"] = f"{SEED_TWICE}{twice} finished twice (a run passed twice?); pass each run once"
     elif difference is None or difference.low is None:
         row["note"] = "needs >= 2 seeds on each side for an interval"
     else:
