@@ -542,7 +542,8 @@ def test_plot_axes_integer_epochs_memory_from_zero_distinct_styles(tmp_path, mon
         warnings.simplefilter("error")
         report_module.plot_curves(tmp_path / "acc.png", {"test/acc": {"a": one_epoch, "b": dict(one_epoch)}},
                                   report_module.CURVES)
-        report_module.plot_versus(tmp_path / "mem.png", {"N_t": {"a": {"x": [1, 2], "y": [100.0, 101.0], "std": [0, 0]}}},
+        report_module.plot_versus(tmp_path / "mem.png", {"N_t": {"a": {"x": [1, 2], "y": [100.0, 101.0], "std": [0, 0],
+                                                                       "min": [100.0, 101.0], "max": [100.0, 101.0]}}},
                                   "MiB", "memory", logy=False)
     (ticks, _, styles_), = seen["acc.png"]
     assert ticks == [1] and styles_[0] != styles_[1]
@@ -585,3 +586,85 @@ def test_python_dash_m_runs_the_command(tmp_path):
     missing = tmp_path / "missing"
     result = subprocess.run([sys.executable, "-m", "anode_bench.report", str(missing)], capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [f"anode-report: {missing} is not a directory"]
+
+
+def test_curves_average_the_runs_the_tables_count_and_flag_points_fewer_gave(tmp_path, monkeypatch):
+    """A curve is the mean over a configuration's completed runs, as the tables' accuracy means are (over all of its
+    runs while none has completed): a seed still running does not pull its early epochs in, and a point fewer of
+    the counted seeds gave (one logged an epoch more) carries n < seeds instead of a silent jump in the mean."""
+    root, today = tmp_path / "sweep", {"trainer.tf32": False}  # today's config (an unfinished run's is not upgraded)
+    fake_run(root / "0", {"grad.name": "anode", "trainer.seed": 0, **today}, 0.6)  # test/acc 20, 40, 60 at epochs 1-3
+    fake_run(root / "1", {"grad.name": "anode", "trainer.seed": 1, **today}, 0.3)  # 10, 20, 30
+    writer = SummaryWriter(str(root / "1"))
+    writer.add_scalar("test/acc", 0.5, 4)
+    writer.close()
+    for name, grad in (("2", "anode"), ("3", "adjoint")):  # still running: one epoch at 99%
+        (fake_run(root / name, {"grad.name": grad, "trainer.seed": 2, **today}, 0.99, curve=False) / "metrics.json").unlink()
+        writer = SummaryWriter(str(root / name))
+        writer.add_scalar("test/acc", 0.99, 1)
+        writer.close()
+    hollow = {}
+    real_finish = report_plots.finish
+
+    def capture(plt, fig, axes, path):
+        hollow[path.name] = [list(line.get_xdata()) for line in axes[0].lines if line.get_markerfacecolor() == "white"]
+        real_finish(plt, fig, axes, path)
+
+    monkeypatch.setattr(report_plots, "finish", capture)
+    curves = report(root, tmp_path / "out")["plots"]["accuracy.png"]["test/acc"]
+    assert hollow["accuracy.png"] == [[4]]  # drawn as such: the one point a single seed gave
+    anode, = [c for label, c in curves.items() if label.startswith("anode")]
+    assert anode["x"] == [1, 2, 3, 4] and anode["seeds"] == 2 and anode["n"] == [2, 2, 2, 1]
+    assert anode["y"] == pytest.approx([15.0, 30.0, 45.0, 50.0])
+    adjoint, = [c for label, c in curves.items() if label.startswith("adjoint")]
+    assert adjoint["y"] == pytest.approx([99.0]) and adjoint["seeds"] == 1  # nothing completed: the running run
+
+
+def test_configurations_a_label_cannot_tell_apart_do_not_draw_over_each_other(tmp_path):
+    """Two configurations whose labels coincide keep a curve and a point each (the second named by its run), and a
+    fixed-step run's error control, which it ignores, does not make a configuration of its own."""
+    root = tmp_path / "sweep"
+    for seed, rtol in ((0, 0.01), (1, 0.001)):  # a sweep script passing its rtol to the discrete baseline too
+        fake_run(root / f"euler{seed}", {"solver.steps": 1, "solver.rtol": rtol, "trainer.seed": seed}, 0.5 + seed / 10)
+    for name, accuracy in (("a", 0.2), ("b", 0.4)):  # no .hydra: nothing to label them by
+        shutil.rmtree(fake_run(root / f"bare_{name}", {}, accuracy) / ".hydra")
+    content = report(root, tmp_path / "out")
+    assert len(content["configurations"]) == 3
+    euler, = [r for r in content["configurations"] if r["solver"] == "euler"]
+    assert euler["n"] == 2
+    curves = content["plots"]["accuracy.png"]["test/acc"]
+    assert len(curves) == 3 and sorted(c["y"][-1] for c in curves.values()) == pytest.approx([20.0, 40.0, 55.0])
+    # against N_t: two configurations that a label omits what tells them apart (here: no swept key given)
+    runs = [Run(Path(f"r{lr}"), f"r{lr}", {"grad.name": "direct", "solver.name": "euler", "solver.steps": 2,
+                                           "trainer.lr": lr}, {"memory/peak_mib": lr}) for lr in (1.0, 2.0)]
+    panel = versus_discretization([[r] for r in runs], runs, [], "memory/peak_mib")["N_t"]
+    assert sorted(s["y"] for s in panel.values()) == [[1.0], [2.0]]
+
+
+def test_error_bars_span_the_seeds_and_a_log_axis_counts_the_zeros_it_cannot_draw(tmp_path, monkeypatch):
+    """memory.png and grad_error.png bars run from the lowest seed to the highest (± std went below zero on a log
+    axis), and a float64 run's floor of 0 is counted on the panel instead of vanishing."""
+    root = tmp_path / "sweep"
+    for seed, error in enumerate((3.8e-5, 1e-4, 6.8e-4)):
+        run = fake_run(root / f"aca{seed}", {"grad.name": "aca", "trainer.seed": seed}, 0.5)
+        metrics = json.loads((run / "metrics.json").read_text()) | {"grad_error/rel_l2_mean": error}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    run = fake_run(root / "fp64", {"grad.name": "direct", "trainer.precision": "fp64"}, 0.5)
+    metrics = json.loads((run / "metrics.json").read_text()) | {"grad_error/rel_l2_mean": 0.0, "grad_error/floor_rel_l2_mean": 0.0}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    seen = {}
+    real_finish = report_plots.finish
+
+    def capture(plt, fig, axes, path):
+        seen[path.name] = [([t.get_text() for t in ax.texts], [c for c in ax.containers]) for ax in axes]
+        real_finish(plt, fig, axes, path)
+
+    monkeypatch.setattr(report_plots, "finish", capture)
+    error = report(root, tmp_path / "out")["plots"]["grad_error.png"]["N_t"]
+    aca, = [s for label, s in error.items() if label.startswith("aca")]
+    assert aca["min"] == [3.8e-5] and aca["max"] == [6.8e-4] and aca["y"][0] - aca["std"][0] < 0 < aca["min"][0]
+    (texts, containers), = seen["grad_error.png"]
+    assert "2 points at 0 not drawn (log axis)" in texts  # the fp64 run's error and its floor
+    (_, caps, (bars,)), = [c for c in containers if c.has_yerr]
+    (low, high), = [segment[:, 1] for segment in bars.get_segments()]
+    assert (low, high) == pytest.approx((3.8e-5, 6.8e-4))

@@ -15,14 +15,19 @@ listed as incomplete. Writes into --out (default: the one DIR, or the DIRs' comm
                        in trainer.seed and in settings that do not change the result: trainer.resume,
                        trainer.resume_override, trainer.device, trainer.threads, trainer.log_every,
                        trainer.keep_checkpoints, trainer.eval_batch_size, dataset.root,
-                       dataset.download, hydra.*, and dataset.path's directory) with mean ± std over
+                       dataset.download, hydra.*, dataset.path's directory, and rtol/atol/max_steps
+                       of a fixed-step solver, which ignores them) with mean ± std over
                        seeds; the comparison against each --baseline; the claims; the plots
   report.csv           the per-run table; configurations.csv and comparison.csv the other two
   report.json          every table and plotted series, numbers as numbers
-  accuracy.png         test accuracy (%) and training loss per epoch: mean over seeds, band min-max
-  memory.png           peak memory against N_t (and rtol for adaptive solvers), from 0
-  grad_error.png       mean gradient error against N_t / rtol, with the precision floor where logged
+  accuracy.png         test accuracy (%) and training loss per epoch: mean over the completed seeds
+                       (all seeds while none has completed), band min-max, a hollow marker where
+                       fewer seeds gave the point
+  memory.png           peak memory against N_t (and rtol for adaptive solvers), from 0; bars min-max
+  grad_error.png       mean gradient error against N_t / rtol, with the precision floor where logged;
+                       bars min-max; a log axis counts the zeros it cannot draw
   grad_quality.png     the probe's error, cosine, floor and error / floor over training, per method
+                       (seeds as in accuracy.png)
   *.anode-report       a TensorBoard event file holding the custom-scalars layout (a rerun replaces it)
 
 Comparison: for each configuration M with a comparable baseline configuration B, M - B in mean
@@ -53,7 +58,7 @@ from anode_bench import tags
 
 from .claims import CLAIMS, CONTRADICTED, NEEDS_SEEDS, NOT_AT_BUDGET, REPRODUCED, Claim, claim_rows, verdict
 from .comparison import GROUPS, SelectorError, accuracy_by_seed, comparison_rows, parse_selector
-from .plots import epoch_curve, identical_series, plot_curves, plot_versus, versus_discretization
+from .plots import epoch_curve, identical_series, plot_curves, plot_versus, unique_label, versus_discretization
 from .runs import Run, common_root, find_runs
 from .tables import (
     configuration_cells,
@@ -105,13 +110,16 @@ QUALITY = {tags.GRAD_REL_L2: ("relative L2 error vs float64", "rel. L2 error", T
 
 
 def curves_of(groups, runs, keys, tags: dict) -> dict:
+    """tag -> {label: epoch_curve}: each configuration's curve over its completed runs, the runs the tables' accuracy
+    means count (over all of its runs while none has completed: a sweep in progress)."""
     curves = {}
     for tag, (*_, scale) in tags.items():
         curves[tag] = {}
         for group in groups:
-            curve = epoch_curve(group, tag, scale)
+            curve = epoch_curve([r for r in group if r.completed] or group, tag, scale)
             if curve:
-                curves[tag][series_label(group[0], runs, keys, with_discretization=True)] = curve
+                label = series_label(group[0], runs, keys, with_discretization=True)
+                curves[tag][unique_label(curves[tag], label, group)] = curve
     return curves
 
 
@@ -250,7 +258,11 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         *section_claims(claims),
         "## Plots",
         "",
-        "Accuracy curves: the mean over seeds, the band from the lowest to the highest seed.",
+        "Accuracy and probe curves: each configuration's mean over its completed runs (over all of its runs while none "
+        "has completed), the band from the lowest to the highest of them; a hollow marker is a point fewer of them "
+        "gave (a run that stopped early, or a probe that read nan). Memory and gradient error: the mean over seeds of "
+        "each run's number, the bar from the lowest to the highest seed; the floor is the mean over the seeds that "
+        "logged one. A log axis cannot draw 0 (a float64 run's floor): a panel says how many points it left out.",
         *[f"- {note}" for note in identical],
         "",
         *[line for name in plots for line in (f"![{name[:-4]}]({name})", "")],

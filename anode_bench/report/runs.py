@@ -13,6 +13,7 @@ from pathlib import Path
 NOT_RESULT = {"trainer.resume", "trainer.resume_override", "trainer.device", "trainer.threads", "trainer.log_every",
               "trainer.keep_checkpoints", "trainer.eval_batch_size", "dataset.root", "dataset.download"}
 NOT_RESULT_PREFIXES = ("hydra.",)
+ADAPTIVE_ONLY = {"solver.rtol", "solver.atol", "solver.max_steps"}  # no effect on a fixed-step solve
 
 
 @dataclass
@@ -58,14 +59,17 @@ class Run:
         return self.metrics.get("status") == "completed"
 
     def result_key(self, free=lambda key: False) -> tuple:
-        """The config as a hashable key, less the seed, the settings that cannot change a result (NOT_RESULT) and
-        the keys `free` names; dataset.path by its file name, so one file read from two places is one dataset."""
+        """The config as a hashable key, less the seed, the settings that cannot change a result (NOT_RESULT, and
+        ADAPTIVE_ONLY on a fixed-step solver) and the keys `free` names; dataset.path by its file name, so one
+        file read from two places is one dataset."""
         if not self.config:
             return ("path", str(self.path))  # no config: a configuration of its own
         items = []
         for key, value in self.config.items():
             if key == "trainer.seed" or not_result(key) or free(key):
                 continue
+            if key in ADAPTIVE_ONLY and self.get("solver.steps") is not None:
+                continue  # a fixed-step solve ignores error control (a sweep may pass it to its discrete baseline)
             if key == "dataset.path" and isinstance(value, str):
                 value = Path(value).name
             items.append((key, json.dumps(value, sort_keys=True, default=str)))
