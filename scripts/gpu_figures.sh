@@ -16,8 +16,8 @@
 #   loader     scripts/bench_loader.py: the device-resident loader against a training step
 #   budgets    100 training steps of each paper comparison (synthetic CIFAR-shaped images) and
 #              scripts/gpu_hour.py: minutes per CIFAR epoch and epochs per GPU-hour, per method
-# SIZE=tiny shrinks every part to seconds (a dry run: DEVICE=cpu SIZE=tiny scripts/gpu_figures.sh ...); the
-# figures are only those of the full sizes.
+# SIZE=tiny shrinks every part to seconds (a dry run: DEVICE=cpu SIZE=tiny scripts/gpu_figures.sh ...; compile
+# still compiles, minutes on a CPU); the figures are only those of the full sizes.
 # Each part's output goes into OUT_DIR/figures.md under the command that produced it; the budget runs
 # stay in OUT_DIR/runs/. A part already recorded in OUT_DIR is refused (nothing is overwritten); a
 # failing part is recorded with its exit code and the rest still run. It uses the first visible GPU
@@ -75,6 +75,8 @@ bench=(python scripts/bench_methods.py --device "${device}" --model resnet18_aca
 gradcheck=(anode-gradcheck "trainer.device=${device%%:*}" "hydra.run.dir=${out}/gradcheck")
 profile=(python scripts/profile_step.py --device "${device}")
 gradcheck_ode=(python scripts/gradcheck_ode.py --device "${device}")
+loader=(python scripts/bench_loader.py --device "${device}" --model resnet18_aca --batch 128)
+budget_steps=50 budget_test=500 budget_size=()  # budgets: 2 epochs of 50 steps, each experiment's model and batch
 layout=(--channels-last)
 if [[ ${size} == tiny ]]; then
     bench=(python scripts/bench_methods.py --device "${device}" --model resnet_tiny --widths 4,4,4,4 --batch 2 --steps 1
@@ -83,6 +85,8 @@ if [[ ${size} == tiny ]]; then
                 "gradcheck.solvers=[euler,alf]" "gradcheck.steps=[1]" "gradcheck.grads=[direct,aca,mali]")
     profile+=(--batch 2 --steps 2 --warmup 1 --top 3)
     gradcheck_ode+=(--solvers euler --steps 1 --batch 2 --channels 4 --size 8 --repeats 1)
+    loader=(python scripts/bench_loader.py --device "${device}" --model resnet_tiny --batch 8 --images 256 --train-steps 1)
+    budget_steps=5 budget_test=8 budget_size=(trainer.batch_size=4 probe.every=0)
 fi
 [[ ${device} == cuda* ]] || layout=()  # channels_last is a CUDA option
 profile_model() {  # the experiment's model, or its tiny counterpart for SIZE=tiny
@@ -113,14 +117,16 @@ for part in "${parts[@]}"; do
             record "profile, ${experiment}" "${profile[@]}" "experiment=${experiment}" dataset=synthetic $(profile_model "${experiment}")
         done
         ;;
-    loader) record "loader" python scripts/bench_loader.py --device "${device}" --model resnet18_aca --batch 128 ;;
+    loader) record "loader" "${loader[@]}" ;;
     budgets)
         for experiment in aca_cifar10 anode_cifar10; do
             runs=${out}/runs/${experiment}
             batch=$([[ ${experiment} == aca_cifar10 ]] && echo 128 || echo 256)  # the experiment's trainer.batch_size
-            record "${experiment}: 2 x 50 steps per method" anode-train -m "experiment=${experiment}" dataset=synthetic \
-                "dataset.train_size=$((50 * batch))" dataset.test_size=500 trainer.epochs=2 trainer.log_every=10 \
-                "trainer.device=${device%%:*}" "hydra.sweep.dir='${runs}'"
+            [[ ${size} == tiny ]] && batch=4
+            record "${experiment}: 2 x ${budget_steps} steps per method" anode-train -m "experiment=${experiment}" \
+                dataset=synthetic "dataset.train_size=$((budget_steps * batch))" "dataset.test_size=${budget_test}" \
+                trainer.epochs=2 "trainer.log_every=$((budget_steps / 5))" \
+                "trainer.device=${device%%:*}" "hydra.sweep.dir='${runs}'" $(profile_model "${experiment}") "${budget_size[@]}"
             record "${experiment}: per CIFAR epoch and per GPU-hour" python scripts/gpu_hour.py "${runs}"
         done
         ;;

@@ -9,6 +9,7 @@
 # choice(...) makes the one-valued settings sweep parameters, so that job folders name them (anode-train
 # leaves one-valued plain overrides out of job names; the seeds' runs would otherwise share one folder).
 set -euo pipefail
+[[ -z ${SWEEP_DIR:-} || ${SWEEP_DIR} == /* ]] || SWEEP_DIR="${PWD}/${SWEEP_DIR}"  # relative to the caller
 cd "$(dirname "$0")/.."
 experiment=aca_resnet18_narrow_cifar10
 dir="${SWEEP_DIR:-outputs/multirun/${experiment}/$(date +%Y-%m-%d_%H-%M-%S)}"
@@ -18,6 +19,6 @@ for seed in ${SEEDS:-0 1 2}; do
     anode-train -m "experiment=${experiment}" "trainer.seed=choice(${seed})" "hydra.sweep.dir=${dir}" "$@" || { status=$?; break; }
 done
 if [[ -d ${dir} ]]; then
-    anode-report "${dir}"
+    anode-report "${dir}" || { code=$?; [[ ${status} -ne 0 ]] || status=${code}; }  # anode-train's code comes first
 fi
 exit "${status}"

@@ -7,11 +7,13 @@
 #   SEEDS="0 1 2" scripts/sweep_anode_small.sh resnet4 trainer.resume=auto
 # The sweep lands in outputs/multirun/anode_NET_cifar10/<date>_<time>/ (SWEEP_DIR=DIR puts it elsewhere;
 # with trainer.resume=auto, rerunning with the same SWEEP_DIR continues unfinished runs and skips
-# finished ones). A crashing run stops the sweep; the report is written for the runs that ran.
+# finished ones). A failed or refused job ends the sweep after its seed's other jobs; the report is
+# written for the runs that ran.
 # choice(...) makes the one-valued grad, N_t and seed sweep parameters, so that every job folder
 # names them (0_grad=direct,solver.steps=1,trainer.seed=2): anode-train leaves one-valued plain
 # overrides out of job names, and the seeds' runs would otherwise share one folder.
 set -euo pipefail
+[[ -z ${SWEEP_DIR:-} || ${SWEEP_DIR} == /* ]] || SWEEP_DIR="${PWD}/${SWEEP_DIR}"  # relative to the caller
 cd "$(dirname "$0")/.."
 case ${1:-} in
     resnet4 | resnet10 | alexnet) experiment="anode_$1_cifar10" ;;
@@ -25,6 +27,6 @@ for seed in ${SEEDS:-0 1 2}; do
     anode-train -m "experiment=${experiment}" "trainer.seed=choice(${seed})" "hydra.sweep.dir=${dir}" "$@" || { status=$?; break; }
 done
 if [[ -d ${dir} ]]; then
-    anode-report "${dir}"
+    anode-report "${dir}" || { code=$?; [[ ${status} -ne 0 ]] || status=${code}; }  # anode-train's code comes first
 fi
 exit "${status}"

@@ -133,14 +133,20 @@ def test_gpu_figures_refuses_to_record_gpu_figures_without_a_gpu(tmp_path):
 
 
 def test_gpu_figures_dry_runs_the_prepared_device_call_on_the_cpu(tmp_path):
-    """The prepared call's parts after the gpu-marked tests (run above) with DEVICE=cpu SIZE=tiny: every command
-    they record still runs and prints what the README reads from it, so the one device call cannot rot."""
-    result = gpu_figures("gradcheck", "bench", "profile", cwd=tmp_path, DEVICE="cpu", SIZE="tiny", OUT_DIR="figs")
+    """The prepared call's parts after the gpu-marked tests (run above), and the loader and budget parts, with
+    DEVICE=cpu SIZE=tiny: every command they record still runs at a size of seconds and prints what the README
+    reads from it, so the one device call cannot rot (compile is left out: minutes of compilation on a CPU)."""
+    result = gpu_figures("gradcheck", "bench", "profile", "loader", "budgets", cwd=tmp_path, DEVICE="cpu", SIZE="tiny",
+                         OUT_DIR="figs")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = (tmp_path / "figs" / "figures.md").read_text()
     assert [line for line in figures.splitlines() if line.startswith("<!-- part")] == [
-        "<!-- part gradcheck -->", "<!-- part bench -->", "<!-- part profile -->"]
-    assert figures.count("(exit 0)") == 6 and "(exit 1)" not in figures  # 2 records per part
+        "<!-- part gradcheck -->", "<!-- part bench -->", "<!-- part profile -->", "<!-- part loader -->",
+        "<!-- part budgets -->"]
+    assert figures.count("(exit 0)") == 11 and "(exit 1)" not in figures  # 2 records per part, loader 1, budgets 4
+    assert "training step (resnet_tiny, euler N_t=2, aca)" in figures  # the loader part, at the tiny size
+    for row in ("| resnet_tiny | heun_euler rtol 0.01 | adjoint | 4 | cpu |", "| sqnxt_tiny | euler 2 | anode | 4 | cpu |"):
+        assert row in figures  # budgets: every method of both experiments, timed, at the tiny size
     table = (tmp_path / "figs" / "gradcheck" / "gradcheck.md").read_text()
     assert "| alf | 1 | 1 | mali |" in table and "| euler | 1 | 1 | aca |" in table and "| euler | 1 | 1 | mali |" not in table
     assert "### resnet_tiny, batch 2, solver rk4, cpu, precision bf16" in figures
