@@ -516,6 +516,23 @@ def test_a_step_written_twice_keeps_its_latest_value(tmp_path):
     assert read_scalars(tmp_path)["test/acc"] == [(1, pytest.approx(0.30)), (2, pytest.approx(0.41)), (3, pytest.approx(0.50))]
 
 
+def test_a_resumed_runs_purge_is_read_without_a_warning(tmp_path, caplog):
+    """A resume's purge_step is how TensorBoard drops what a killed run logged after its checkpoint: expected, so
+    anode-report reads it without tensorboard's "likely caused by a TensorFlow restart" warning per resume."""
+    import time
+
+    first = SummaryWriter(str(tmp_path))
+    for step in (1, 2, 3):
+        first.add_scalar("train/loss", 1.0 / step, step)
+    first.close()
+    time.sleep(1.1)  # event files are read in name order, and their names start with the second they were opened
+    resumed = SummaryWriter(str(tmp_path), purge_step=2)
+    resumed.add_scalar("train/loss", 0.45, 2)
+    resumed.close()
+    assert read_scalars(tmp_path)["train/loss"] == [(1, pytest.approx(1.0)), (2, pytest.approx(0.45))]
+    assert not [r for r in caplog.records if "TensorFlow restart" in r.getMessage()]
+
+
 def test_help_is_not_cut_short(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -3,6 +3,7 @@ unfinished run), its flattened config in today's key names, and its TensorBoard 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -136,7 +137,13 @@ def read_scalars(run_dir: Path) -> dict:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    accumulator.Reload()
+    tensorboard_log = logging.getLogger("tensorboard")
+    level = tensorboard_log.level
+    tensorboard_log.setLevel(logging.ERROR)  # a resumed run's purge is expected, not "a TensorFlow restart" to warn of
+    try:
+        accumulator.Reload()
+    finally:
+        tensorboard_log.setLevel(level)
     return {tag: sorted({e.step: e.value for e in accumulator.Scalars(tag)}.items()) for tag in accumulator.Tags()["scalars"]}
 
 
