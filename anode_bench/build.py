@@ -54,7 +54,8 @@ PRECISIONS = {
 def ode_settings(cfg: DictConfig) -> dict:
     """The ODEBlock settings shared by every block: the solver group plus the grad group (its keys
     besides `name`, e.g. revolve's checkpoints or the adjoint's norm, are the grad_options)."""
-    solver = {k: v for k, v in OmegaConf.to_container(cfg.solver).items() if k != "name" and v is not None}
+    # steps stays when null (an adaptive solver's; a fixed-step one refuses it), the other nulls take the core's defaults
+    solver = {k: v for k, v in OmegaConf.to_container(cfg.solver).items() if k != "name" and (v is not None or k == "steps")}
     grad_options = {k: v for k, v in OmegaConf.to_container(cfg.grad).items() if k != "name" and v is not None}
     return {**solver, "solver": cfg.solver.name, "grad": cfg.grad.name, "grad_options": grad_options,
             "check_finite": False}

@@ -125,9 +125,10 @@ class TrainerConfig:
         _require(self.weight_decay >= 0, f"trainer.weight_decay must be >= 0, got {self.weight_decay}")
         _require(self.schedule in ("step", "cosine", "constant"),
                  f"trainer.schedule {self.schedule!r} unknown; choose from step, cosine, constant")
-        _require(all(m >= 1 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
-                 f"trainer.milestones must be increasing epochs >= 1, got {list(self.milestones)}")
+        _require(all(m >= 1 for m in self.milestones) and all(a < b for a, b in zip(self.milestones, self.milestones[1:])),
+                 f"trainer.milestones must be strictly increasing epochs >= 1, got {list(self.milestones)}")
         _require(0 < self.gamma <= 1, f"trainer.gamma must lie in (0, 1], got {self.gamma}")
+        _require(self.seed is None or self.seed >= 0, f"trainer.seed must be >= 0 or null (a random seed), got {self.seed}")
         _require(self.device in ("auto", "cpu", "cuda"), f"trainer.device {self.device!r} unknown; choose from auto, cpu, cuda")
         import torch
 
@@ -279,11 +280,50 @@ def validate(cfg: DictConfig) -> None:
         if solver.adaptive and settings.get("steps") is not None:
             raise ConfigError(f"solver.steps={settings['steps']} makes no sense for the adaptive solver {solver.name}: "
                               f"set solver.rtol/atol, or pick a fixed-step solver ({fixed})")
+        if solver.adaptive:  # null or deleted would leave the ODE core's default in force, unrecorded
+            for key in (k for k in ADAPTIVE_ONLY_KEYS if cfg.solver.get(k) is None):
+                raise ConfigError(f"solver.{key}={'null' if key in cfg.solver else '(deleted)'}: the adaptive solver {solver.name} "
+                                  f"needs a value (rtol, atol > 0; max_steps >= 1)")
         ODEBlock(torch.nn.Identity(), **settings)
     except ConfigError:
         raise
     except (ValueError, TypeError) as error:
         raise ConfigError(f"solver/grad: {_one_line(error)}") from None
+    from .models import build_model
+
+    try:  # on the meta device: no memory, no data; the model's own checks of its architecture run now
+        with torch.device("meta"):
+            build_model(cfg.model.name, cfg.dataset.num_classes, settings, **cfg.model.get("arch", {}))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"model.arch: {_one_line(error)}") from None
+
+
+CONFIG_EXIT = 2  # every config error: a bad option, key or value, Hydra's own composition errors included
+
+
+def run_command(prog: str, hydra_main, config_name: str) -> None:
+    """A console script around a @hydra.main function: options no configs/<group>/ holds are refused in
+    one line (with a "did you mean") before Hydra composes anything; then Hydra runs the job(s). Any
+    config error exits CONFIG_EXIT, Hydra's own (which it reports with exit 1) too; after composition
+    (ConfigComposed) an exit 1 is a job's crash or a launcher's error and stays 1."""
+    import sys
+
+    try:
+        check_options(sys.argv[1:], CONFIG_DIR, config_name)
+    except ConfigError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        raise SystemExit(CONFIG_EXIT) from None
+    try:
+        hydra_main()
+    except SystemExit as exit:
+        raise SystemExit(CONFIG_EXIT if exit.code == 1 and not ConfigComposed.composed else exit.code) from None
+    except Exception:  # HYDRA_FULL_ERROR=1: Hydra re-raises instead of exiting 1
+        if ConfigComposed.composed:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        raise SystemExit(CONFIG_EXIT) from None
 
 
 class ConfigComposed(Callback):
@@ -330,16 +370,67 @@ def parsed_overrides(arguments: list[str]):
         yield argument, override
 
 
-def check_options(arguments: list[str], config_dir: str | Path) -> None:
+NEEDED_GROUPS = ("dataset", "model", "solver", "grad", "trainer", "probe")
+
+
+def check_deletions(arguments: list[str], config_dir: str | Path) -> None:
+    """ConfigError for `~group` or `~group.key` (any value) of a group every run needs: a deleted
+    group fails deep inside the run, and a deleted key leaves a default in force that the run's
+    record does not show. `~model.arch.KEY` (back to the preset's value), `~solver.rtol` (atol,
+    max_steps: an adaptive solver without them is refused by `validate`) and `~experiment` stay."""
+    groups = config_options(config_dir)
+    for argument in arguments:
+        if not argument.startswith("~"):
+            continue
+        key = argument[1:].partition("=")[0]
+        group = key.split(".")[0]
+        if group not in NEEDED_GROUPS or key.startswith("model.arch.") or error_control_key(key + "=") is not None:
+            continue  # an architecture override or error control (a discrete baseline may drop a pinned rtol)
+        if key == group:
+            raise ConfigError(f"{argument} deletes the {group} group, which every run needs; choose an option instead: "
+                              f"{group}={'|'.join(groups.get(group, []))}")
+        raise ConfigError(f"{argument} deletes {key}, which every run needs; set it instead: {key}=VALUE")
+
+
+# hydra/launcher options -> the Hydra plugin package each needs (the `cluster` extra installs both)
+LAUNCHER_PLUGINS = {"slurm": "hydra_plugins.hydra_submitit_launcher", "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+                    "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+                    "local_parallel": "hydra_plugins.hydra_joblib_launcher", "joblib": "hydra_plugins.hydra_joblib_launcher"}
+
+
+def check_launcher(arguments: list[str]) -> None:
+    """ConfigError for a hydra/launcher= whose plugin is not installed: Hydra's own report names a config it
+    could not load, not the package that provides it."""
+    import importlib.util
+
+    for argument in arguments:
+        key, _, value = argument.lstrip("+").partition("=")
+        plugin = LAUNCHER_PLUGINS.get(value) if key == "hydra/launcher" else None
+        if plugin and importlib.util.find_spec(plugin) is None:
+            raise ConfigError(f"hydra/launcher={value} needs the {plugin.split('.')[1].replace('_', '-')} plugin, which is "
+                              f"not installed: pip install -e '.[cluster]'")
+
+
+def check_options(arguments: list[str], config_dir: str | Path, config_name: str = "train") -> None:
     """ConfigError for the first `group=option` on the command line (sweeps `group=a,b` included)
     whose option config_dir/<group>/ lacks, or the first `group.key=value` whose group has no such
-    key. Flags and whatever Hydra's grammar rejects are left to Hydra."""
+    key, or a deletion check_deletions refuses. Flags and whatever Hydra's grammar rejects are left
+    to Hydra."""
+    check_deletions(arguments, config_dir)
+    check_launcher(arguments)
     groups = config_options(config_dir)
-    for _, override in parsed_overrides(arguments):
+    tops = {*groups, *group_keys(), *{key.split(".")[0] for key in groups}} - ({"gradcheck"} if config_name == "train" else set())
+    for argument, override in parsed_overrides(arguments):
         group = override.key_or_group
+        top = group.split("/")[0].split(".")[0]
+        if top not in tops and top != "hydra":  # foo=1: Hydra would say "Key 'foo' is not in struct"
+            raise ConfigError(f"{group} is neither a config group nor a key;{did_you_mean(top, tops)} "
+                              f"the groups: {', '.join(sorted(tops))}")
         known = group_keys().get(group.split(".")[0])
         if known is not None and group.count(".") == 1:  # trainer.lrr=3: Hydra would say "Could not override"
             unknown_keys(group.split(".")[0], [group.split(".")[1]], known)
+            if override.is_add() and group.split(".")[0] != "solver":  # solver's keys depend on the solver
+                raise ConfigError(f"{argument}: {group} is there already; set it without the +: {argument[1:]}")
         if group not in groups or override.is_delete() or override.value_type.name == "GLOB_CHOICE_SWEEP":
             continue
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.get_value_element_as_str()]
@@ -350,10 +441,10 @@ def check_options(arguments: list[str], config_dir: str | Path) -> None:
             if value not in groups[group]:
                 raise ConfigError(f"{group}={value} is not an option of {group};{did_you_mean(value, groups[group], group + '=')} "
                                   f"choose from {', '.join(groups[group])}")
-    check_chosen_keys(arguments, config_dir)
+    check_chosen_keys(arguments, config_dir, config_name)
 
 
-def check_chosen_keys(arguments: list[str], config_dir: str | Path) -> None:
+def check_chosen_keys(arguments: list[str], config_dir: str | Path, config_name: str = "train") -> None:
     """ConfigError for a `solver.` or `grad.` key on the command line that the chosen option does
     not take. Which keys a solver or method has depends on the option the line composes, so the
     line's `experiment=`, `solver=` and `grad=` are composed alone (a key whose option is swept, by
@@ -382,7 +473,7 @@ def check_chosen_keys(arguments: list[str], config_dir: str | Path) -> None:
         return
     try:
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=[o.input_line for o in choosers if o.key_or_group not in unsure])
+            cfg = compose(config_name=config_name, overrides=[o.input_line for o in choosers if o.key_or_group not in unsure])
     except (HydraException, OmegaConfBaseException, ValueError):  # Hydra reports a bad line itself
         return
     named = [value for group, key, value, _ in typed if (group, key) == ("solver", "name")]

@@ -35,11 +35,11 @@ import torch
 from omegaconf import DictConfig
 
 from .build import PRECISIONS, Precision, load_data, make_loader, make_model, ode_settings, pick_device
-from .config import CONFIG_DIR, ConfigError, validate
+from .config import CONFIG_DIR, CONFIG_EXIT, ConfigError, run_command, validate
 from .data import DataError, channel_stats
 from .metrics import gradient_error, peak_memory_mib, set_tf32, timed_ms
 from .ode import SCHEMES, MaxStepsError, NonFiniteStateError, ODEBlock
-from .run_state import invocation_record, save_record
+from .run_state import invocation_record, remove_if_empty, save_record
 from .trainer import nfe_counts
 
 log = logging.getLogger(__name__)
@@ -311,8 +311,14 @@ def gradcheck(cfg: DictConfig, out_dir: Path, command: str = "anode-gradcheck") 
 OUTPUTS = ("gradcheck.md", "gradcheck.csv", "error.png", "memory.png", "time.png", ".hydra")  # what a run writes
 
 
+def main() -> None:
+    """The console script, as anode-train's (config.run_command): bad options refused in one line before
+    Hydra composes, every config error exit 2."""
+    run_command("anode-gradcheck", hydra_main, "gradcheck")
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="gradcheck")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     """Refuse a directory that already holds results, validate the groups as anode-train does, measure,
     then write the Hydra record (last: a run that failed midway leaves none, so it can be rerun in place).
     A refusal is one line on stderr and exit code 2, and leaves the directory as it was."""
@@ -329,7 +335,8 @@ def main(cfg: DictConfig) -> None:
         save_record(out_dir, invocation_record(cfg))
     except (ConfigError, DataError) as error:
         print(f"anode-gradcheck: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        remove_if_empty(out_dir)
+        raise SystemExit(CONFIG_EXIT) from None
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ as a run never stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import shlex
@@ -104,6 +105,22 @@ def check_resume_config(cfg: DictConfig, trained: dict | None, path: Path) -> No
                           f"trainer.resume_override=true to continue with this config")
 
 
+def check_finished_config(cfg: DictConfig, run_dir: Path) -> None:
+    """ConfigError if the finished run in run_dir was trained with another config than cfg (besides
+    RESUME_FREE): trainer.resume=auto leaves a finished run as it is, which is right only when it is
+    the run asked for (a sweep rerun into one dir with another fixed setting gets the same job names)."""
+    record = run_dir / ".hydra" / "config.yaml"
+    if not record.is_file():
+        return
+    trained = OmegaConf.to_container(OmegaConf.load(record), resolve=True)
+    changed = changed_keys(trained, OmegaConf.to_container(cfg, resolve=True), ignored=RESUME_FREE)
+    if changed:
+        listed = ", ".join(f"{key} ({old} -> {new})" for key, (old, new) in changed.items())
+        raise ConfigError(f"trainer.resume=auto: {run_dir} already holds a finished run of another config, differing in "
+                          f"{listed}; nothing was overwritten: give this run a directory of its own (hydra.run.dir, or "
+                          f"hydra.sweep.dir for a sweep)")
+
+
 def hydra_quoted(value: str) -> str:
     """value as a Hydra override value: bare if Hydra's grammar reads it as one plain string, else
     single-quoted with Hydra's escapes (a path holding `,` or `=`, as sweep job folders do)."""
@@ -173,6 +190,13 @@ def save_record(run_dir: Path, record: dict[str, str]) -> None:
     current.mkdir(parents=True)
     for name, text in record.items():
         (current / name).write_text(text, encoding="utf-8")
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Drop the run dir Hydra made for a run that was then refused, if nothing is in it (the
+    configs delay train.log's creation to its first line, so a refused run leaves none)."""
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()  # only an empty directory goes
 
 
 def git_revision() -> str | None:

@@ -13,17 +13,21 @@ Trainer (anode_bench.trainer).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import torch
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch.utils.tensorboard import SummaryWriter
 
@@ -38,13 +42,23 @@ from .build import (
     with_layout_and_compile,
 )
 from .checkpoint import CheckpointError, checkpoint_dir
-from .config import CONFIG_DIR, ConfigComposed, ConfigError, check_options, job_error_control, validate
+from .config import CONFIG_DIR, CONFIG_EXIT, ConfigError, job_error_control, run_command, validate
 from .data import DataError, channel_stats
 from .distributed import Distributed, from_environment, shutdown, with_sync_batchnorm
 from .metrics import set_tf32
 from .ode import SCHEMES
 from .results import describe, metrics_json, run_metrics, summary, write_results
-from .run_state import Progress, StopRequest, invocation_record, restore_state, resume_command, save_record, save_state
+from .run_state import (
+    Progress,
+    StopRequest,
+    check_finished_config,
+    invocation_record,
+    remove_if_empty,
+    restore_state,
+    resume_command,
+    save_record,
+    save_state,
+)
 from .trainer import Stopped, Trainer
 
 log = logging.getLogger(__name__)
@@ -121,6 +135,10 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     if context.is_main:
         log.info(f"run dir {run_dir}: {describe(cfg)}, {trainer.epochs} epoch{'s' * (trainer.epochs != 1)} "
                  f"of {steps_per_epoch} steps on {device}")
+        inert = [m for m in trainer.milestones if m >= trainer.epochs] if trainer.schedule == "step" else []
+        if inert:
+            log.info(f"trainer.milestones {inert}: at or past this run's {trainer.epochs} epoch{'s' * (trainer.epochs != 1)}, "
+                     f"the learning rate does not drop there")
     config_text = record["config.yaml"] if record is not None else OmegaConf.to_yaml(cfg)  # as composed
 
     def checkpoint():
@@ -151,67 +169,105 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     return metrics
 
 
-CONFIG_EXIT = 2  # every config error: a bad option, key or value, Hydra's own composition errors included
+LOCK_NAME = ".anode-train.lock"  # in every run dir: one anode-train at a time writes there
+
+
+class JobRefused(CompactHydraException):
+    """A refusal inside one job of a sweep, after its one line is printed. Hydra records the job as failed,
+    runs the others and exits 1 at the end with this line; a SystemExit would end the sweep there (and
+    under the joblib launcher kill the jobs still running, without a checkpoint)."""
 
 
 def main() -> None:
-    """The console script: options no configs/<group>/ holds are refused in one line (with a "did
-    you mean") before Hydra composes anything; then Hydra runs the job(s). Any config error exits
-    CONFIG_EXIT, Hydra's own (which it reports with exit 1) too."""
+    """The console script (config.run_command: options checked before Hydra composes, every config error
+    exit CONFIG_EXIT), then a sweep's summary, printed even when a job failed."""
     try:
-        check_options(sys.argv[1:], CONFIG_DIR)
-    except ConfigError as error:
-        print(f"anode-train: {error}", file=sys.stderr)
-        raise SystemExit(CONFIG_EXIT) from None
-    try:
-        hydra_main()
-    except SystemExit as exit:
-        raise SystemExit(CONFIG_EXIT if exit.code == 1 and not ConfigComposed.composed else exit.code) from None
-    except Exception:  # HYDRA_FULL_ERROR=1: Hydra re-raises instead of exiting 1
-        if ConfigComposed.composed:
-            raise
-        import traceback
+        run_command("anode-train", hydra_main, "train")
+    finally:
+        from anode_bench.train import SweepNames as callback  # the class Hydra instantiated (this file may be __main__)
 
-        traceback.print_exc()
-        raise SystemExit(CONFIG_EXIT) from None
+        callback.summarize()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     """Validate, refuse to overwrite, train; every refusal is one line on stderr and exit code 2, and
     leaves the run dir as it was (a run dir this refusal would leave empty is removed)."""
-    run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     record = invocation_record(cfg)  # before trainer.resume=auto is resolved below
     context = Distributed()
-    try:
-        validate(cfg)
-        job_error_control(list(hydra.core.hydra_config.HydraConfig.get().overrides.task), cfg.solver.name)
-        context, device = from_environment(pick_device(cfg.trainer.device))
-        if context.active:
-            check_distributed(cfg, run_dir, context)
-        auto = cfg.trainer.resume == "auto"
-        if auto:
-            finished = run_dir / "metrics.json"
-            if finished.exists():  # a requeued job whose run had already ended: leave it as it is, train.log too
-                if context.is_main:
-                    print(f"anode-train: {run_dir} already holds a finished run; trainer.resume=auto leaves it untouched",
-                          file=sys.stderr)
-                return json.loads(finished.read_text())["test/acc"]
-            cfg.trainer.resume = any(checkpoint_dir(run_dir).glob("step_*.pt"))  # else start afresh, here
-        earlier = [p.name for p in run_dir.iterdir() if p.name == "metrics.json" or p.name.startswith("events.out.tfevents")]
-        if context.any(bool(earlier) and not cfg.trainer.resume and not auto):
-            raise ConfigError(f"{run_dir} already holds a run ({', '.join(sorted(earlier))}); nothing was overwritten: "
-                              f"choose another hydra.run.dir, or continue it with trainer.resume=true")
-        context.barrier()  # every rank has looked before rank 0 writes
-        metrics = train(cfg, run_dir, device, context, record)
-    except (ConfigError, DataError, CheckpointError) as error:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
-            print(f"anode-train: {error}", file=sys.stderr)
-            remove_if_empty(run_dir)
-        raise SystemExit(CONFIG_EXIT) from None
-    finally:
-        shutdown(context)
+    held = None
+    with contextlib.ExitStack() as stack:
+        try:
+            validate(cfg)
+            job_error_control(list(hydra_cfg.overrides.task), cfg.solver.name)
+            context, device = from_environment(pick_device(cfg.trainer.device))
+            if context.active:
+                check_distributed(cfg, run_dir, context)
+            held = stack.enter_context(run_dir_lock(run_dir)) if context.is_main else RunDirLock(True, False)
+            if context.any(not held.held):
+                raise ConfigError(f"{run_dir} is in use: another anode-train holds its {LOCK_NAME}; nothing was written: "
+                                  f"let that one finish, or choose another hydra.run.dir")
+            auto = cfg.trainer.resume == "auto"
+            if auto:
+                finished = run_dir / "metrics.json"
+                if finished.exists():  # a requeued job whose run had already ended: leave it as it is, train.log too
+                    check_finished_config(cfg, run_dir)
+                    if context.is_main:
+                        print(f"anode-train: {run_dir} already holds a finished run of this config; trainer.resume=auto "
+                              f"leaves it untouched", file=sys.stderr)
+                    return json.loads(finished.read_text())["test/acc"]
+                cfg.trainer.resume = any(checkpoint_dir(run_dir).glob("step_*.pt"))  # else start afresh, here
+            check_nothing_overwritten(run_dir, cfg.trainer.resume, auto, context)
+            context.barrier()  # every rank has looked before rank 0 writes
+            metrics = train(cfg, run_dir, device, context, record)
+        except (ConfigError, DataError, CheckpointError) as error:
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+                print(f"anode-train: {error}", file=sys.stderr)
+                if held is None or held.held:  # a dir another process holds is not this one's to tidy
+                    if held is not None and held.created:
+                        (run_dir / LOCK_NAME).unlink(missing_ok=True)
+                    remove_if_empty(run_dir)
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                raise JobRefused(f"anode-train: job {hydra_cfg.job.num} of the sweep was refused: {error}") from None
+            raise SystemExit(CONFIG_EXIT) from None
+        finally:
+            shutdown(context)
     return metrics["test/acc"]
+
+
+@dataclass(frozen=True)
+class RunDirLock:
+    held: bool  # this process holds the flock
+    created: bool  # and made the lock file (a refused run takes it away again)
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path):
+    """Yields a RunDirLock: whether this process holds an exclusive flock on run_dir/LOCK_NAME (kept until
+    the block ends, or the process dies). Two runs started in the same second share Hydra's default run
+    dir, and two resumes of one run would write over each other's checkpoints. The file stays."""
+    created = not (run_dir / LOCK_NAME).exists()
+    with open(run_dir / LOCK_NAME, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield RunDirLock(False, False)
+            return
+        yield RunDirLock(True, created)
+
+
+def check_nothing_overwritten(run_dir: Path, resume, auto: bool, context: Distributed) -> None:
+    """ConfigError (on every rank) if run_dir holds a run (metrics, events or checkpoints) that this one would
+    write over: anything but a resume of that very run."""
+    earlier = [p.name for p in run_dir.iterdir() if p.name == "metrics.json" or p.name.startswith("events.out.tfevents")]
+    earlier += [f"checkpoints/{p.name}" for p in sorted(checkpoint_dir(run_dir).glob("step_*.pt"))][:1]
+    elsewhere = resume not in (True, False) and not Path(str(resume)).resolve().is_relative_to(run_dir.resolve())
+    if context.any(bool(earlier) and ((not resume and not auto) or elsewhere)):
+        continue_it = "" if elsewhere else ", or continue it with trainer.resume=true"
+        raise ConfigError(f"{run_dir} already holds a run ({', '.join(sorted(earlier))}); nothing was overwritten: "
+                          f"choose another hydra.run.dir{continue_it}")
 
 
 class SweepNames(Callback):
@@ -222,6 +278,8 @@ class SweepNames(Callback):
     more override there reaches every job, under any launcher.) At the end it prints the sweep dir
     and the anode-report command for it."""
 
+    sweep_dir: Path | None = None  # set in the process that runs the sweep, which prints the summary
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -230,20 +288,21 @@ class SweepNames(Callback):
         excluded = list(dict.fromkeys([*config.hydra.job.config.override_dirname.exclude_keys, *fixed]))
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra.overrides.hydra.append(f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]")
+        SweepNames.sweep_dir = Path(config.hydra.sweep.dir).absolute()
 
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir).absolute()
-        statuses = [json.loads(p.read_text()).get("status") for p in sorted(sweep_dir.glob("*/metrics.json"))]
-        counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)) or "no finished job"
-        print(f"anode-train: sweep of {len(statuses)} runs ({counts}) in {sweep_dir}\n"
+    @classmethod
+    def summarize(cls) -> None:
+        """The sweep's last lines, whether or not every job succeeded (a failed job ends Hydra's multirun before
+        its on_multirun_end): what the job dirs hold, and the anode-report command."""
+        if cls.sweep_dir is None or not cls.sweep_dir.is_dir():
+            return
+        sweep_dir, cls.sweep_dir = cls.sweep_dir, None
+        jobs = sorted(p.parent for p in sweep_dir.glob("*/.hydra"))
+        statuses = [json.loads((j / "metrics.json").read_text()).get("status") if (j / "metrics.json").exists()
+                    else "without metrics.json (failed, refused or stopped: see above)" for j in jobs]
+        counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)) or "no job got under way"
+        print(f"anode-train: sweep of {len(statuses)} run{'s' * (len(statuses) != 1)} ({counts}) in {sweep_dir}\n"
               f"compare them with: anode-report {shlex.quote(str(sweep_dir))}", file=sys.stderr)
-
-
-def remove_if_empty(run_dir: Path) -> None:
-    """Drop the run dir Hydra made for a run that was then refused, if nothing is in it (the
-    configs delay train.log's creation to its first line, so a refused run leaves none)."""
-    with contextlib.suppress(OSError):
-        run_dir.rmdir()  # only an empty directory goes
 
 
 def check_distributed(cfg: DictConfig, run_dir: Path, context: Distributed) -> None:

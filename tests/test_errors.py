@@ -98,6 +98,14 @@ def test_an_unknown_key_in_any_group_lists_the_groups_keys(override, message):
 
 
 @pytest.mark.parametrize("arguments, message", [
+    (["~grad"], "~grad deletes the grad group, which every run needs; choose an option instead: grad=aca|adjoint|"),
+    (["experiment=smoke", "~trainer.epochs"], "~trainer.epochs deletes trainer.epochs, which every run needs; set it "
+                                              "instead: trainer.epochs=VALUE"),
+    (["~probe.every"], "~probe.every deletes probe.every, which every run needs; set it instead: probe.every=VALUE"),
+    (["foo=1"], "foo is neither a config group nor a key; the groups: dataset, experiment, grad, model, probe, solver, "
+                "trainer"),
+    (["trainr.lr=1"], "trainr.lr is neither a config group nor a key; did you mean trainer? the groups:"),
+    (["+trainer.epochs=3"], "+trainer.epochs=3: trainer.epochs is there already; set it without the +: trainer.epochs=3"),
     (["grad=ACA"], "grad=ACA is not an option of grad; did you mean grad=aca? choose from aca, adjoint, anode, direct,"),
     (["model=resnet18"], "model=resnet18 is not an option of model; did you mean model=resnet or model=resnet18_aca? choose from"),
     (["-m", "grad=direct,acaa"], "grad=acaa is not an option of grad; did you mean grad=aca?"),
@@ -180,7 +188,7 @@ def test_each_job_refuses_error_control_that_its_fixed_step_solver_would_ignore(
 
 def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
     check_options(["-m", "grad=direct,aca", "solver=glob(*)", "experiment=smoke", "solver.steps=1,2", "+model.arch.widths=[4,8]",
-                   "~probe", "--cfg", "job", "hydra/launcher=joblib"], CONFIG_DIR)
+                   "~model.arch.widths", "~experiment", "--cfg", "job", "hydra/launcher=joblib"], CONFIG_DIR)
 
 
 def anode_train_cli(args, cwd):
@@ -206,10 +214,12 @@ def test_every_config_error_exits_2_and_leaves_no_run_dir(tmp_path, override, fi
 
 
 def test_a_solver_sweep_refuses_appended_error_control_in_its_fixed_step_job(tmp_path):
+    """Each job refuses its own bad config in one line and fails alone; the sweep runs the rest and exits 1."""
     result = anode_train_cli(["-m", "experiment=smoke", "solver=euler,rk4", "++solver.rtol=1e-3",
                               f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 1, result.stderr
     assert "anode-train: solver.rtol=0.001 makes no sense for the fixed-step solver euler" in result.stderr
+    assert "anode-train: solver.rtol=0.001 makes no sense for the fixed-step solver rk4" in result.stderr  # job 1 ran
     assert not list((tmp_path / "sweep").glob("*/metrics.json"))
 
 
@@ -222,3 +232,16 @@ def test_help_introduces_anode_train_and_the_configs_suggest_only_real_options(t
     for config in Path(CONFIG_DIR).rglob("*.yaml"):
         suggested = set(re.findall(r"experiment=(\w+)", config.read_text()))
         assert suggested <= options, (config, suggested - options)
+
+
+def test_a_launcher_whose_plugin_is_missing_names_the_install(monkeypatch):
+    """Without the cluster extra, Hydra would report a config it could not load; say which package is missing."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("hydra_plugins.") else real(name, *a))
+    with pytest.raises(ConfigError) as error:
+        check_options(["-m", "hydra/launcher=slurm", "grad=direct,aca"], CONFIG_DIR)
+    assert str(error.value) == ("hydra/launcher=slurm needs the hydra-submitit-launcher plugin, which is not installed: "
+                                "pip install -e '.[cluster]'")
+    check_options(["-m", "hydra/launcher=basic", "grad=direct,aca"], CONFIG_DIR)  # Hydra's own, always there

@@ -74,6 +74,21 @@ def test_a_rerun_into_a_directory_with_results_is_refused_and_changes_nothing(ru
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == written
 
 
+@pytest.mark.parametrize("override, line", [
+    ("grad=ACA", "anode-gradcheck: grad=ACA is not an option of grad; did you mean grad=aca? choose from aca,"),
+    ("gradcheck.stepz=[1]", "anode-gradcheck: gradcheck.stepz is not a key of gradcheck; did you mean gradcheck.steps?"),
+    ("trainer.seed=-1", "anode-gradcheck: trainer.seed must be >= 0 or null (a random seed), got -1"),
+])
+def test_bad_input_is_one_line_exit_2_and_leaves_no_directory(tmp_path, override, line):
+    """As anode-train: an option or key checked before Hydra composes, a value by the job, which removes the
+    directory Hydra made for it."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    result = subprocess.run([sys.executable, "-m", "anode_bench.gradcheck", override, f"hydra.run.dir={tmp_path / 'out'}"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[0].startswith(line), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_the_numbers_obey_the_identities(run):
     _, rows = run
     by = {(r["solver"], r["steps"] or r["rtol"], r["grad"]): r for r in rows}

@@ -135,9 +135,49 @@ def test_a_refused_run_leaves_every_file_of_the_run_dir_as_it_was(tmp_path):
     code, stderr = finished(anode_train([*tiny, "trainer.lr=0.05"], tmp_path))
     assert code == 2
     [line] = stderr.strip().splitlines()
-    assert line.startswith(f"anode-train: {run_dir} already holds a run (events.out.tfevents.") and line.endswith(
+    assert line.startswith(f"anode-train: {run_dir} already holds a run (checkpoints/step_00000002.pt, "
+                           "events.out.tfevents.") and line.endswith(
         "metrics.json); nothing was overwritten: choose another hydra.run.dir, or continue it with trainer.resume=true")
     assert files(run_dir) == written
+
+
+def test_no_other_run_writes_over_a_run_dir(tmp_path):
+    """Everything a run dir holds stays byte for byte when another run is pointed at it: resume=auto on a finished
+    run of another config (a sweep rerun into one dir with another fixed setting gets the same job names), a run
+    while another process holds the dir's lock (two runs started in the same second share Hydra's default dir), a
+    resume from another run's checkpoint, and a dir that holds checkpoints alone. Each is one line and exit 2."""
+    import fcntl
+    import shutil
+
+    run_dir, other = tmp_path / "run", tmp_path / "other"
+    tiny = ["experiment=smoke", "trainer.max_steps_per_epoch=2", "probe.every=0", "dataset.train_size=128",
+            "dataset.test_size=32"]
+    for directory in (run_dir, other):
+        code, stderr = finished(anode_train([*tiny, f"hydra.run.dir={directory}"], tmp_path))
+        assert code == 0, stderr[-2000:]
+    shutil.copytree(run_dir / "checkpoints", tmp_path / "bare" / "checkpoints")
+    written = files(run_dir)
+
+    def refused(args, start):
+        code, stderr = finished(anode_train([*tiny, *args], tmp_path))
+        [line] = stderr.strip().splitlines()
+        assert code == 2 and line.startswith(start), stderr[-2000:]
+        return line
+
+    line = refused(["trainer.lr=0.05", "trainer.resume=auto", f"hydra.run.dir={run_dir}"],
+                   f"anode-train: trainer.resume=auto: {run_dir} already holds a finished run of another config, ")
+    assert "differing in trainer.lr (0.1 -> 0.05)" in line
+    with open(run_dir / ".anode-train.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run in progress holds it
+        refused([f"hydra.run.dir={run_dir}"], f"anode-train: {run_dir} is in use: another anode-train holds its ")
+    refused([f"trainer.resume={other}", f"hydra.run.dir={run_dir}"], f"anode-train: {run_dir} already holds a run (")
+    assert files(run_dir) == written
+    bare = files(tmp_path / "bare")
+    refused([f"hydra.run.dir={tmp_path / 'bare'}"],
+            f"anode-train: {tmp_path / 'bare'} already holds a run (checkpoints/step_00000002.pt); nothing was overwritten")
+    assert files(tmp_path / "bare") == bare
+    code, stderr = finished(anode_train([*tiny, "trainer.resume=auto", f"hydra.run.dir={run_dir}"], tmp_path))
+    assert code == 0 and "already holds a finished run of this config" in stderr and files(run_dir) == written
 
 
 TINY = ["experiment=smoke", "trainer.max_steps_per_epoch=2", "probe.every=0", "dataset.train_size=128",
@@ -246,6 +286,16 @@ def test_a_multirun_with_one_diverging_job_finishes_both(tmp_path):
     ("dataset.num_classes=100", "dataset.num_classes=100 does not fit cifar10, which has 10 classes"),
     ("dataset.train_size=0", "dataset.train_size must be >= 1 or null"),
     ("dataset=synthetic dataset.path=x.npz", "dataset.path=x.npz does not apply to dataset=synthetic"),
+    ("trainer.seed=-1", "trainer.seed must be >= 0 or null (a random seed), got -1"),
+    ("trainer.milestones=[2,2]", "trainer.milestones must be strictly increasing epochs >= 1, got [2, 2]"),
+    # a null the ODE core would replace by its default while the run's record says null
+    ("solver.steps=null", "fixed-step solver 'euler' needs steps"),
+    ("solver=dopri5 solver.name=euler", "fixed-step solver 'euler' needs steps"),
+    ("solver=dopri5 solver.rtol=null", "solver.rtol=null: the adaptive solver dopri5 needs a value"),
+    ("solver=heun_euler solver.max_steps=null", "solver.max_steps=null: the adaptive solver heun_euler needs a value"),
+    ("solver=bosh3 ~solver.atol", "solver.atol=(deleted): the adaptive solver bosh3 needs a value"),
+    # the model's own check, before any data loads
+    ("model=resnet_tiny +model.arch.blocks=[1]", "model.arch: need one width per stage and one block count per stage"),
 ])
 def test_bad_config_values_are_refused_in_one_line(override, message):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

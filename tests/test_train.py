@@ -205,6 +205,23 @@ def test_a_sweep_names_jobs_by_what_it_swept_and_ends_with_the_report_command(tm
                                                        f"compare them with: anode-report {sweep}"]
 
 
+def test_a_job_refused_in_a_sweep_fails_alone_and_the_sweep_still_ends_with_its_summary(tmp_path):
+    """Job 0 asks for more images per batch than it has: its one line, then job 1 trains; the sweep exits 1 (a
+    failed job) and still prints what its job dirs hold and the anode-report command."""
+    sweep = tmp_path / "sweep"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    result = subprocess.run([sys.executable, "-m", "anode_bench.train", "-m", "experiment=smoke", "trainer.threads=1",
+                             "trainer.max_steps_per_epoch=1", "probe.every=0", "dataset.train_size=16,64",
+                             "dataset.test_size=16", f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert "anode-train: trainer.batch_size=64 exceeds the 16 training images; choose trainer.batch_size <= 16 or more "\
+           "images (dataset.train_size)" in lines
+    assert (sweep / "1_dataset.train_size=64" / "metrics.json").exists() and not (sweep / "0_dataset.train_size=16").exists()
+    assert lines[-2:] == [f"anode-train: sweep of 1 run (1 completed) in {sweep}", f"compare them with: anode-report {sweep}"]
+
+
 def test_a_run_off_a_terminal_prints_where_it_writes_plain_progress_lines_and_a_summary(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli([*SMOKE, f"hydra.run.dir={run_dir}"], tmp_path)
@@ -213,7 +230,9 @@ def test_a_run_off_a_terminal_prints_where_it_writes_plain_progress_lines_and_a_
     assert "\r" not in console  # no progress bar redraws in a log file
     lines = [line.split("] - ", 1)[1] for line in console.splitlines() if "] - " in line]
     assert lines[0] == f"run dir {run_dir}: resnet_tiny, euler N_t=2, grad direct, 1 epoch of 3 steps on cpu"
-    assert "epoch 1/1 step 2/3: loss " in lines[1]
+    # the default schedule's milestones lie past this one-epoch run: said once, so a short run's constant rate is no surprise
+    assert lines[1] == "trainer.milestones [30, 60]: at or past this run's 1 epoch, the learning rate does not drop there"
+    assert "epoch 1/1 step 2/3: loss " in lines[2]
     assert lines[-1].startswith("completed after 1 epoch, 3 steps: test acc ")
     assert f"Written to {run_dir}: metrics.json" in lines[-1] and "peak memory" in lines[-1]
     assert [line for line in console.splitlines() if "] - " not in line and line.strip()] == []  # nothing else
