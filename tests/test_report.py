@@ -628,7 +628,10 @@ def test_curves_average_the_runs_the_tables_count_and_flag_points_fewer_gave(tmp
         real_finish(plt, fig, axes, path)
 
     monkeypatch.setattr(report_plots, "finish", capture)
-    curves = report(root, tmp_path / "out")["plots"]["accuracy.png"]["test/acc"]
+    content = report(root, tmp_path / "out")
+    curves = content["plots"]["accuracy.png"]["test/acc"]
+    running = by_run(content)["2"]  # how far a run without metrics.json got, from its events
+    assert (running["epochs"], running["status"], running["final acc %"]) == (1, "incomplete: 1 of 3 epochs", None)
     assert hollow["accuracy.png"] == [[4]]  # drawn as such: the one point a single seed gave
     anode, = [c for label, c in curves.items() if label.startswith("anode")]
     assert anode["x"] == [1, 2, 3, 4] and anode["seeds"] == 2 and anode["n"] == [2, 2, 2, 1]

@@ -9,7 +9,7 @@ TensorBoard dashboard layout.
 A run is any directory under a DIR (the DIR included) that holds metrics.json; its
 .hydra/config.yaml says what it was and its TensorBoard events hold the curves. A directory with a
 config and events but no metrics.json stopped without finishing (a crash, or still going): it is
-listed as incomplete. Writes into --out (default: the one DIR, or the DIRs' common parent):
+listed as incomplete, with the epochs its events hold. Writes into --out (default: the one DIR, or the DIRs' common parent):
 
   report.md            one row per run; one row per configuration (runs whose configs differ only
                        in trainer.seed and in settings that do not change the result: trainer.resume,

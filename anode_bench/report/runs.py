@@ -50,9 +50,16 @@ class Run:
         return "direct (discrete ResNet)" if baseline else grad
 
     @property
+    def epochs_logged(self) -> int | None:
+        """The epochs whose test accuracy the events hold: how far a run without metrics.json got."""
+        return max((step for step, _ in self.scalars.get("test/acc", [])), default=None)
+
+    @property
     def status(self) -> str:
         status = self.metrics.get("status", "incomplete")
         failure = self.metrics.get("failure")
+        if status == "incomplete" and self.epochs_logged:  # no metrics.json: stopped, or still running
+            return f"{status}: {self.epochs_logged} of {self.get('trainer.epochs', '?')} epochs"
         return f"{status}: {failure}" if failure else status
 
     @property

@@ -142,7 +142,7 @@ def run_rows(runs: list[Run], keys: list[str]) -> list[dict]:
         if keys:
             row["other"] = other(run, keys)
         row["seed"] = run.get("trainer.seed")
-        row["epochs"] = run.metrics.get("epochs")
+        row["epochs"] = run.metrics.get("epochs", run.epochs_logged)
         for column in columns:
             row[column.title] = metric(run, column)
         if tf32:
