@@ -122,6 +122,10 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     if trainer.resume:
         source = run_dir if trainer.resume is True else Path(trainer.resume)
         progress, path = restore_state(source, cfg, net, optimizer, scheduler, device)
+        if progress.epoch >= trainer.epochs and (run_dir / "metrics.json").exists():
+            raise ConfigError(f"trainer.resume: {path} is the end of this finished run (epoch {progress.epoch} of "
+                              f"trainer.epochs={trainer.epochs}); nothing is left to train, and nothing was written (to "
+                              f"train on, raise trainer.epochs with trainer.resume_override=true)")
         log.info(f"resuming from {path}: epoch {progress.epoch + 1}, step {progress.step}")
     # purge_step drops events a killed run logged after its last checkpoint (or, restarted by resume=auto, at all)
     purge_step = progress.step if any(run_dir.glob("events.out.tfevents.*")) else None

@@ -178,6 +178,10 @@ def test_no_other_run_writes_over_a_run_dir(tmp_path):
     assert files(tmp_path / "bare") == bare
     code, stderr = finished(anode_train([*tiny, "trainer.resume=auto", f"hydra.run.dir={run_dir}"], tmp_path))
     assert code == 0 and "already holds a finished run of this config" in stderr and files(run_dir) == written
+    refused(["trainer.resume=true", f"hydra.run.dir={run_dir}"],  # the finished run itself: nothing left to train
+            f"anode-train: trainer.resume: {run_dir / 'checkpoints' / 'step_00000002.pt'} is the end of this finished "
+            "run (epoch 1 of trainer.epochs=1); nothing is left to train")
+    assert files(run_dir) == written
 
 
 TINY = ["experiment=smoke", "trainer.max_steps_per_epoch=2", "probe.every=0", "dataset.train_size=128",
