@@ -423,7 +423,8 @@ def check_options(arguments: list[str], config_dir: str | Path, config_name: str
     for argument, override in parsed_overrides(arguments):
         group = override.key_or_group
         top = group.split("/")[0].split(".")[0]
-        if top not in tops and top != "hydra":  # foo=1: Hydra would say "Key 'foo' is not in struct"
+        plain = not (override.is_add() or override.is_force_add())  # +note=x adds a key of the user's own
+        if plain and top not in tops and top != "hydra":  # foo=1: Hydra would say "Key 'foo' is not in struct"
             raise ConfigError(f"{group} is neither a config group nor a key;{did_you_mean(top, tops)} "
                               f"the groups: {', '.join(sorted(tops))}")
         known = group_keys().get(group.split(".")[0])

@@ -19,7 +19,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint import changed_keys, checkpoint_config, load_checkpoint, save_checkpoint
+from .checkpoint import ABSENT, changed_keys, checkpoint_config, load_checkpoint, save_checkpoint
 from .config import ConfigError
 from .tags import HISTORY
 
@@ -108,12 +108,14 @@ def check_resume_config(cfg: DictConfig, trained: dict | None, path: Path) -> No
 def check_finished_config(cfg: DictConfig, run_dir: Path) -> None:
     """ConfigError if the finished run in run_dir was trained with another config than cfg (besides
     RESUME_FREE): trainer.resume=auto leaves a finished run as it is, which is right only when it is
-    the run asked for (a sweep rerun into one dir with another fixed setting gets the same job names)."""
+    the run asked for (a sweep rerun into one dir with another fixed setting gets the same job names).
+    A key the record lacks (the run predates it) is not a difference; trainer.resume_override skips the check."""
     record = run_dir / ".hydra" / "config.yaml"
-    if not record.is_file():
+    if not record.is_file() or cfg.trainer.resume_override:
         return
     trained = OmegaConf.to_container(OmegaConf.load(record), resolve=True)
     changed = changed_keys(trained, OmegaConf.to_container(cfg, resolve=True), ignored=RESUME_FREE)
+    changed = {key: values for key, values in changed.items() if values[0] != ABSENT}  # a key newer than the run
     if changed:
         listed = ", ".join(f"{key} ({old} -> {new})" for key, (old, new) in changed.items())
         raise ConfigError(f"trainer.resume=auto: {run_dir} already holds a finished run of another config, differing in "

@@ -185,12 +185,16 @@ class JobRefused(CompactHydraException):
 def main() -> None:
     """The console script (config.run_command: options checked before Hydra composes, every config error
     exit CONFIG_EXIT), then a sweep's summary, printed even when a job failed."""
+    code = 0
     try:
         run_command("anode-train", hydra_main, "train")
+    except SystemExit as exit:
+        code = exit.code
+        raise
     finally:
         from anode_bench.train import SweepNames as callback  # the class Hydra instantiated (this file may be __main__)
 
-        callback.summarize()
+        callback.summarize(failed=code not in (0, None))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -227,6 +231,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
             context.barrier()  # every rank has looked before rank 0 writes
             metrics = train(cfg, run_dir, device, context, record)
         except (ConfigError, DataError, CheckpointError) as error:
+            detach_log_file(run_dir)  # what logs after this (a launcher's lines) goes nowhere near run_dir
             if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
                 print(f"anode-train: {error}", file=sys.stderr)
                 if held is None or held.held:  # a dir another process holds is not this one's to tidy
@@ -259,7 +264,20 @@ def run_dir_lock(run_dir: Path):
         except BlockingIOError:
             yield RunDirLock(False, False)
             return
+        except OSError as error:  # a filesystem without flock (Lustre mounted without it): run unguarded, and say so
+            log.warning(f"{run_dir / LOCK_NAME}: no lock on this filesystem ({error}); nothing stops a second run here")
         yield RunDirLock(True, created)
+
+
+def detach_log_file(run_dir: Path) -> None:
+    """Close the log file handler Hydra opened in run_dir (its file appears with the first line, so a refused
+    run has none): a launcher logging after the refusal would otherwise write into a run dir this run was
+    refused, another run's train.log, or recreate a dir already removed."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        if Path(handler.baseFilename).parent == run_dir.resolve():
+            root.removeHandler(handler)
+            handler.close()
 
 
 def check_nothing_overwritten(run_dir: Path, resume, auto: bool, context: Distributed) -> None:
@@ -295,9 +313,10 @@ class SweepNames(Callback):
         SweepNames.sweep_dir = Path(config.hydra.sweep.dir).absolute()
 
     @classmethod
-    def summarize(cls) -> None:
+    def summarize(cls, failed: bool = False) -> None:
         """The sweep's last lines, whether or not every job succeeded (a failed job ends Hydra's multirun before
-        its on_multirun_end): what the job dirs hold, and the anode-report command."""
+        its on_multirun_end): what the job dirs hold, and the anode-report command. A job refused before its
+        run began leaves no dir, so `failed` (the sweep's exit) adds that the count leaves such jobs out."""
         if cls.sweep_dir is None or not cls.sweep_dir.is_dir():
             return
         sweep_dir, cls.sweep_dir = cls.sweep_dir, None
@@ -305,7 +324,8 @@ class SweepNames(Callback):
         statuses = [json.loads((j / "metrics.json").read_text()).get("status") if (j / "metrics.json").exists()
                     else "without metrics.json (failed, refused or stopped: see above)" for j in jobs]
         counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)) or "no job got under way"
-        print(f"anode-train: sweep of {len(statuses)} run{'s' * (len(statuses) != 1)} ({counts}) in {sweep_dir}\n"
+        missing = "; a job refused before its run began left no directory (its line is above)" if failed else ""
+        print(f"anode-train: sweep of {len(statuses)} run{'s' * (len(statuses) != 1)} ({counts}) in {sweep_dir}{missing}\n"
               f"compare them with: anode-report {shlex.quote(str(sweep_dir))}", file=sys.stderr)
 
 

@@ -188,7 +188,8 @@ def test_each_job_refuses_error_control_that_its_fixed_step_solver_would_ignore(
 
 def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
     check_options(["-m", "grad=direct,aca", "solver=glob(*)", "experiment=smoke", "solver.steps=1,2", "+model.arch.widths=[4,8]",
-                   "~model.arch.widths", "~experiment", "--cfg", "job", "hydra/launcher=joblib"], CONFIG_DIR)
+                   "~model.arch.widths", "~experiment", "+note=baseline", "++tag=x", "--cfg", "job", "hydra/launcher=joblib"],
+                  CONFIG_DIR)
 
 
 def anode_train_cli(args, cwd):

@@ -190,3 +190,21 @@ def test_sigterm_to_a_submitit_job_checkpoints_it_and_the_job_resumes_in_place(t
     assert job_dirs(sweep) == [job] and "resuming from" in (job / "train.log").read_text()
     metrics = OmegaConf.load(job / "metrics.json")
     assert (metrics.status, metrics.epochs) == ("completed", 3)
+
+
+@pytest.mark.slow
+def test_a_job_refused_under_submitit_fails_alone_and_writes_nothing_after_its_line(tmp_path):
+    """The refused job's run dir is removed, and the log file Hydra opened there is closed with it: submitit logs
+    a line after every job, which would otherwise recreate that dir (or, for a run refused because another
+    holds the dir, append to the other's train.log), crash the job and end the sweep before job 1 is done."""
+    submitit_plugin()
+    sweep = tmp_path / "sweep"
+    code, stdout, stderr = finished(anode_train(["-m", "hydra/launcher=submitit_local", "experiment=smoke", "trainer.threads=1",
+                                                 "trainer.max_steps_per_epoch=1", "probe.every=0", "trainer.seed=-1,0",
+                                                 f"hydra.sweep.dir={sweep}"], tmp_path))
+    assert code == 1, stderr[-3000:]
+    # the job's own line goes to submitit's log of it; the sweep reports the refusal it came back with
+    assert "anode-train: job 0 of the sweep was refused: trainer.seed must be >= 0 or null (a random seed), got -1" in stderr
+    assert [d.name for d in job_dirs(sweep)] == ["1_trainer.seed=0"]
+    assert OmegaConf.load(sweep / "1_trainer.seed=0" / "metrics.json").status == "completed"
+    assert f"anode-train: sweep of 1 run (1 completed) in {sweep}" in stderr

@@ -178,6 +178,10 @@ def test_no_other_run_writes_over_a_run_dir(tmp_path):
     assert files(tmp_path / "bare") == bare
     code, stderr = finished(anode_train([*tiny, "trainer.resume=auto", f"hydra.run.dir={run_dir}"], tmp_path))
     assert code == 0 and "already holds a finished run of this config" in stderr and files(run_dir) == written
+    record = other / ".hydra" / "config.yaml"  # a run recorded before trainer.tf32 existed is still this config
+    record.write_text("".join(line for line in record.read_text().splitlines(keepends=True) if "tf32:" not in line))
+    code, stderr = finished(anode_train([*tiny, "trainer.resume=auto", f"hydra.run.dir={other}"], tmp_path))
+    assert code == 0 and "already holds a finished run of this config" in stderr, stderr[-2000:]
     refused(["trainer.resume=true", f"hydra.run.dir={run_dir}"],  # the finished run itself: nothing left to train
             f"anode-train: trainer.resume: {run_dir / 'checkpoints' / 'step_00000002.pt'} is the end of this finished "
             "run (epoch 1 of trainer.epochs=1); nothing is left to train")
@@ -359,3 +363,20 @@ def test_the_cli_answers_bad_input_with_one_line_and_exit_2_before_touching_data
     assert code == 2
     assert stderr.strip().splitlines() == ["anode-train: trainer.epochs must be >= 1, got 0"]
     assert not (tmp_path / "data").exists()
+
+
+def test_a_filesystem_without_flock_runs_unguarded_and_says_so(tmp_path, monkeypatch, caplog):
+    """Lustre mounted without flock answers ENOSYS: the run goes on without the lock, with a warning, instead of
+    crashing every run there."""
+    import errno
+    import fcntl
+
+    from anode_bench import train as train_module
+
+    def no_flock(*args):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with train_module.run_dir_lock(tmp_path) as lock:
+        assert lock.held
+    assert any("no lock on this filesystem" in r.getMessage() for r in caplog.records)

@@ -219,7 +219,8 @@ def test_a_job_refused_in_a_sweep_fails_alone_and_the_sweep_still_ends_with_its_
     assert "anode-train: trainer.batch_size=64 exceeds the 16 training images; choose trainer.batch_size <= 16 or more "\
            "images (dataset.train_size)" in lines
     assert (sweep / "1_dataset.train_size=64" / "metrics.json").exists() and not (sweep / "0_dataset.train_size=16").exists()
-    assert lines[-2:] == [f"anode-train: sweep of 1 run (1 completed) in {sweep}", f"compare them with: anode-report {sweep}"]
+    assert lines[-2:] == [f"anode-train: sweep of 1 run (1 completed) in {sweep}; a job refused before its run began left "
+                          "no directory (its line is above)", f"compare them with: anode-report {sweep}"]
 
 
 def test_a_run_off_a_terminal_prints_where_it_writes_plain_progress_lines_and_a_summary(tmp_path):
