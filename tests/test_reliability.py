@@ -212,12 +212,16 @@ def test_resume_refuses_a_changed_config_in_one_line_naming_the_keys(tmp_path):
     assert line.endswith("or set trainer.resume_override=true to continue with this config")
     assert files(run_dir) == written
 
+    # accepted: as a run killed after its last checkpoint, before metrics.json (a finished run has nothing to resume)
+    (run_dir / "metrics.json").unlink()
     code, stderr = finished(anode_train([*TINY, "trainer.resume=true", "trainer.device=cpu", "trainer.log_every=1",
                                          "trainer.threads=1", f"hydra.run.dir={run_dir}"], tmp_path))
     assert code == 0, stderr[-2000:]
+    (run_dir / "metrics.json").unlink()
     code, stderr = finished(anode_train([*TINY[:-1], "trainer.resume=true", "trainer.resume_override=true",
                                          f"hydra.run.dir={run_dir}"], tmp_path))
     assert code == 0, stderr[-2000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
 
 
 def test_an_old_checkpoint_without_a_config_is_compared_with_its_run_record(tmp_path):
