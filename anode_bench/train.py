@@ -199,8 +199,9 @@ def main() -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
-    """Validate, refuse to overwrite, train; every refusal is one line on stderr and exit code 2, and
-    leaves the run dir as it was (a run dir this refusal would leave empty is removed)."""
+    """Validate, claim the run dir, refuse to overwrite, train. Every refusal is one line on stderr and
+    leaves the run dir as it was (a run dir this refusal would leave empty is removed); it exits 2, or
+    in a sweep fails this job alone (JobRefused)."""
     hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     record = invocation_record(cfg)  # before trainer.resume=auto is resolved below
