@@ -91,15 +91,22 @@ RESUME_FREE = ("trainer.resume", "trainer.resume_override", "trainer.device", "t
                "trainer.keep_checkpoints", "dataset.root", "dataset.download")
 
 
+def resume_differences(trained: dict, cfg: DictConfig, new_keys: bool = True) -> str:
+    """'key (old -> new), ...' for every key besides RESUME_FREE where cfg differs from the config a run
+    was trained with ('' if none); new_keys=False leaves out keys the run's config lacks (it predates them)."""
+    changed = changed_keys(trained, OmegaConf.to_container(cfg, resolve=True), ignored=RESUME_FREE)
+    changed = {key: values for key, values in changed.items() if new_keys or values[0] != ABSENT}
+    return ", ".join(f"{key} ({old} -> {new})" for key, (old, new) in changed.items())
+
+
 def check_resume_config(cfg: DictConfig, trained: dict | None, path: Path) -> None:
     """ConfigError naming every key (besides RESUME_FREE) where cfg differs from the config the
     checkpoint at `path` was trained with, unless trainer.resume_override; a checkpoint with no
     known config (neither its own nor a run record) is not checked."""
     if trained is None:
         return
-    changed = changed_keys(trained, OmegaConf.to_container(cfg, resolve=True), ignored=RESUME_FREE)
-    if changed and not cfg.trainer.resume_override:
-        listed = ", ".join(f"{key} ({old} -> {new})" for key, (old, new) in changed.items())
+    listed = resume_differences(trained, cfg)
+    if listed and not cfg.trainer.resume_override:
         raise ConfigError(f"trainer.resume: the config differs from the one {path} was trained with in {listed}; "
                           f"resume with the run's own overrides (its .hydra/overrides.yaml), or set "
                           f"trainer.resume_override=true to continue with this config")
@@ -114,10 +121,8 @@ def check_finished_config(cfg: DictConfig, run_dir: Path) -> None:
     if not record.is_file() or cfg.trainer.resume_override:
         return
     trained = OmegaConf.to_container(OmegaConf.load(record), resolve=True)
-    changed = changed_keys(trained, OmegaConf.to_container(cfg, resolve=True), ignored=RESUME_FREE)
-    changed = {key: values for key, values in changed.items() if values[0] != ABSENT}  # a key newer than the run
-    if changed:
-        listed = ", ".join(f"{key} ({old} -> {new})" for key, (old, new) in changed.items())
+    listed = resume_differences(trained, cfg, new_keys=False)
+    if listed:
         raise ConfigError(f"trainer.resume=auto: {run_dir} already holds a finished run of another config, differing in "
                           f"{listed}; nothing was overwritten: give this run a directory of its own (hydra.run.dir, or "
                           f"hydra.sweep.dir for a sweep)")
