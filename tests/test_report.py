@@ -492,6 +492,106 @@ def test_a_seed_passed_twice_gets_no_interval_and_a_diverged_run_leaves_the_accu
     assert "| 72.00 ± 1.00 (n=3) |" in (out / "report.md").read_text()  # 3 of the 4 runs counted
 
 
+def test_a_lost_seed_withholds_the_verdict_and_unfinished_seeds_are_named(synthetic):
+    """The adjoint's seed 2 diverged: its two survivors alone (40, 44) would make the "adjoint below" claim look
+    settled, so there is no interval and no verdict, and the note says why. anode's seed 3 is still running (config
+    and events, no metrics.json): anode's comparison keeps its interval over the seeds that finished and names it."""
+    tmp_path, a, b = synthetic
+    fake_run(a / "9_grad=adjoint,trainer.seed=2", {"grad.name": "adjoint", "trainer.seed": 2}, 0.10, status="diverged")
+    running = fake_run(b / "3_grad=anode", {"grad.name": "anode", "trainer.seed": 3, "trainer.tf32": False}, 0.0)
+    (running / "metrics.json").unlink()
+    out = tmp_path / "report"
+    content = report([a, b], out, ["discrete"])
+    rows = {r["method"]: r for r in content["comparisons"]["discrete"]}
+    adjoint, anode = rows["adjoint, euler N_t=2"], rows["anode, euler N_t=2"]
+    assert adjoint["difference"] == pytest.approx(-30.0) and adjoint["CI low"] is None and adjoint["paired CI low"] is None
+    assert adjoint["note"] == ("no interval: adjoint, euler N_t=2 lost seeds to divergence (adjoint, euler N_t=2: "
+                               "seed 2 diverged); the rest alone would flatter it")
+    assert anode["CI low"] == pytest.approx(welch([71.0, 73.0, 72.0], [70.0, 72.0, 74.0]).low)
+    assert anode["note"] == "left out: anode, euler N_t=2: seed 3 unfinished"
+    claims = {c["claim"]: c for c in content["claims"]}
+    assert claims["method < baseline"]["verdict"] == f"no verdict: {adjoint['note']}"
+    assert claims["|method - baseline| <= 1"]["verdict"] == NOT_AT_BUDGET
+
+
+def test_seeds_without_spread_give_no_interval():
+    """Two seeds per side that agree to the last digit: the sample variance is zero, and a zero-width interval would
+    read as certainty; there is none, and no verdict."""
+    def run(grad, seed, accuracy):
+        config = {"grad.name": grad, "solver.name": "euler", "solver.steps": 1 if grad == "direct" else 2,
+                  "model.name": "resnet4_anode", "trainer.seed": seed, "trainer.epochs": 3}
+        return Run(Path(f"{grad}{seed}"), f"{grad}{seed}", config, {"status": "completed", "epochs": 3, "test/acc": accuracy})
+
+    runs = [run("direct", 0, 0.5), run("direct", 1, 0.5), run("anode", 0, 0.495), run("anode", 1, 0.495)]
+    [row] = claim_rows(group_by_seed(runs), runs, [], [Claim("t", "ResNet-4", "resnet4", "grad=anode", "discrete",
+                                                              "equal", 0.0, "", margin=1.0)])
+    assert row["difference"] == pytest.approx(-0.5) and row["CI low"] is None and row["paired CI low"] is None
+    assert row["verdict"] == ("no verdict: no interval: every seed gave the same accuracy on each side: no spread to "
+                              "size an interval with")
+    # seeds that differ, each method run exactly 1 point above its baseline: Welch's interval, no paired one
+    runs = [run("direct", 0, 0.5), run("direct", 1, 0.6), run("anode", 0, 0.51), run("anode", 1, 0.61)]
+    [row] = claim_rows(group_by_seed(runs), runs, [], [Claim("t", "ResNet-4", "resnet4", "grad=anode", "discrete",
+                                                              "above", 1.0, "")])
+    assert row["CI low"] < 0 < row["CI high"] and row["paired difference"] == pytest.approx(1.0)
+    assert row["paired CI low"] is None and row["verdict"] == NOT_AT_BUDGET
+
+
+def test_a_run_resumed_with_another_config_pools_with_none(synthetic):
+    """anode's seed 0 trained its first epochs as the adjoint (.hydra.1) and was resumed as anode under
+    trainer.resume_override; seed 1 was finished, then resumed with trainer.epochs raised to 6 and is running on,
+    its metrics.json the 3-epoch one. Neither is a completed run of the configuration its .hydra names. Once seed 1
+    has finished, it is: under a step schedule more epochs change nothing before them; under cosine they do."""
+    tmp_path, a, b = synthetic
+    mixed, raised = b / "0_grad=anode", b / "1_grad=anode"
+    shutil.copytree(a / "3_grad=adjoint,trainer.seed=0" / ".hydra", mixed / ".hydra.1")
+    shutil.copytree(raised / ".hydra", raised / ".hydra.1")
+    config = raised / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("epochs: 3", "epochs: 6"))
+    runs = {run.name: run for run in find_runs([a, b])}
+    assert runs["sweep_b/0"].resumed_with_changes == "grad.name (adjoint -> anode)"
+    assert not runs["sweep_b/0"].completed and runs["sweep_b/0"].status == (
+        "completed, left out: resumed with another config: grad.name (adjoint -> anode)")
+    assert runs["sweep_b/1"].stale and runs["sweep_b/1"].status == "incomplete: resumed after 3 of 6 epochs"
+    assert not runs["sweep_b/1"].completed
+    assert runs["sweep_a/1"].earlier == () and runs["sweep_a/1"].completed
+    content = report([a, b], tmp_path / "report", ["discrete"])
+    anode = {c["grad"]: c for c in content["configurations"] if c["grad"] == "anode" and c["n"] == 2}["anode"]
+    assert anode["final acc %"] == pytest.approx(72.0) and anode["final acc % n"] == 1 and anode["incomplete"] == 1
+    [row] = [r for r in content["comparisons"]["discrete"] if r["method"].startswith("anode, euler N_t=2 (trainer.epochs=3)")]
+    assert row["n method"] == 1 and "seed 0 resumed with another config" in row["note"]
+    assert "trainer.epochs" in " ".join(content["without baseline"]["discrete"])  # the 6-epoch anode seed
+    metrics = raised / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"epochs": 3', '"epochs": 6'))
+    finished = {run.name: run for run in find_runs([a, b])}["sweep_b/1"]
+    assert finished.completed and finished.status == "completed"
+    config.write_text(config.read_text().replace("epochs: 6", "epochs: 6\n  schedule: cosine"))
+    shutil.rmtree(raised / ".hydra.1")
+    shutil.copytree(raised / ".hydra", raised / ".hydra.1")
+    (raised / ".hydra.1" / "config.yaml").write_text(config.read_text().replace("epochs: 6", "epochs: 3"))
+    cosine = {run.name: run for run in find_runs([a, b])}["sweep_b/1"]
+    assert cosine.resumed_with_changes == "trainer.epochs (3 -> 6)" and not cosine.completed
+
+
+def test_a_configuration_without_a_comparable_baseline_is_named_with_its_differences(synthetic):
+    tmp_path, a, b = synthetic
+    for seed in (0, 1):
+        fake_run(b / f"{seed + 5}_compiled", {"grad.name": "aca", "trainer.seed": seed, "trainer.compile": True}, 0.7)
+    content = report([a, b], tmp_path / "report", ["discrete"])
+    assert not any(r["method"].startswith("aca") for r in content["comparisons"]["discrete"])
+    [line] = content["without baseline"]["discrete"]
+    assert line.startswith("aca") and line.endswith("differs from the nearest baseline in trainer.compile")
+    assert f"- {line}" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_selectors_match_booleans_nulls_and_numbers():
+    from anode_bench.report.comparison import same_value
+
+    assert same_value(False, "false") and same_value(False, "0") and not same_value(False, "true")
+    assert same_value(True, "True") and same_value(True, "1") and not same_value(True, "false")
+    assert same_value(None, "null") and same_value(None, "none") and not same_value(None, "0")
+    assert same_value(0.01, "1e-2") and same_value(1, "1") and same_value("aca", "aca") and not same_value(1, "true")
+
+
 def test_several_dirs_default_output_and_bad_baselines(synthetic, capsys):
     tmp_path, a, b = synthetic
     main([str(a), str(b)])  # written into their common parent

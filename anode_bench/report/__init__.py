@@ -36,7 +36,9 @@ interval over the seeds both ran (a seed fixes the initial weights and the batch
 (KEY=VALUE[,KEY=VALUE...]; grad, solver, model, dataset mean grad.name etc.; `discrete` is
 grad=direct,solver=euler,solver.steps=1, the discrete residual network). M and B are comparable
 when their configs agree on every key except grad.*, the seed, the non-result settings above and
-what the baseline names (solver.* when it names the solver). Default: --baseline grad=direct.
+what the baseline names (solver.* when it names the solver). Default: --baseline grad=direct. A
+configuration without a comparable baseline is listed under the table with the keys where it
+differs from the nearest one (a method missing from the table has not silently failed to run).
 
 Claims: each paper claim whose method and baseline configurations are both in the runs gets a
 verdict from the 95% interval [lo, hi] of (method - baseline):
@@ -45,6 +47,13 @@ verdict from the 95% interval [lo, hi] of (method - baseline):
   claim "equal" within ± m:      reproduced if -m <= lo and hi <= m, contradicted if lo > m or hi < -m
   otherwise "not reproduced at this budget" (the interval holds zero, or straddles the margin);
   fewer than 2 seeds on either side: no verdict ("needs >= 2 seeds").
+No interval, and so no verdict, where a seed finished twice (a run passed twice would count twice),
+where a side lost a seed to divergence (its survivors alone would flatter it), or where neither
+side varies over seeds (agreeing numbers give a zero-width interval, not certainty); the row's note
+says which. Runs still unfinished are left out of the means and named in the note. A run that a
+resume under trainer.resume_override continued with another config (its .hydra.1, ... differ from
+.hydra) trained under no single configuration and is left out as well, as is a run whose
+metrics.json is from before a resume that raised trainer.epochs.
 """
 from __future__ import annotations
 
@@ -57,7 +66,7 @@ from pathlib import Path
 from anode_bench import tags
 
 from .claims import CLAIMS, CONTRADICTED, NEEDS_SEEDS, NOT_AT_BUDGET, REPRODUCED, Claim, claim_rows, verdict
-from .comparison import GROUPS, SelectorError, accuracy_by_seed, comparison_rows, parse_selector
+from .comparison import GROUPS, SelectorError, accuracy_by_seed, comparison_rows, parse_selector, unmatched
 from .plots import epoch_curve, identical_series, plot_curves, plot_versus, unique_label, versus_discretization
 from .runs import Run, common_root, find_runs
 from .tables import (
@@ -128,7 +137,7 @@ def interval(row: dict, prefix: str = "") -> str:
     return "—" if low is None else f"[{low:+.2f}, {high:+.2f}]"
 
 
-def section_comparison(baseline_text: str, rows: list[dict]) -> list[str]:
+def section_comparison(baseline_text: str, rows: list[dict], without: list[str]) -> list[str]:
     cells = [{"method": r["method"], "baseline": r["baseline"], "n": f"{r['n method']} vs {r['n baseline']}",
               "method acc %": fmt(r["method acc %"], ".2f"), "baseline acc %": fmt(r["baseline acc %"], ".2f"),
               "difference (points)": fmt(r["difference"], "+.2f"),
@@ -138,7 +147,8 @@ def section_comparison(baseline_text: str, rows: list[dict]) -> list[str]:
               "note": r["note"]} for r in rows]
     return [f"### Against `{baseline_text}`", "",
             markdown_table(cells) if rows else f"(no configuration has a comparable `{baseline_text}` baseline: "
-            "pass `--baseline KEY=VALUE` naming one the runs hold)\n"]
+            "pass `--baseline KEY=VALUE` naming one the runs hold)\n",
+            *([f"Without a comparable `{baseline_text}` baseline:", "", *[f"- {line}" for line in without], ""] if without else [])]
 
 
 def section_claims(rows: list[dict]) -> list[str]:
@@ -181,6 +191,7 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
     groups = group_by_seed(runs)
     rows, config_rows = run_rows(runs, keys), configuration_rows(groups, keys)
     comparisons = {text: comparison_rows(groups, runs, keys, selector) for text, selector in selectors.items()}
+    without = {text: unmatched(groups, selector, runs, keys, tuple(selectors.values())) for text, selector in selectors.items()}
     claims = claim_rows(groups, runs, keys)
 
     curves = curves_of(groups, runs, keys, CURVES)
@@ -235,7 +246,7 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         "",
         "Runs whose resolved configs differ only in trainer.seed and in settings that cannot change a result "
         "(resume, device, threads, logging, dataset location); ± is the sample standard deviation (n >= 2); "
-        "runs that diverged or did not finish are left out of the accuracy means.",
+        "runs that diverged, did not finish or were resumed with another config are left out of the accuracy means.",
         "",
         markdown_table([configuration_cells(r) for r in config_rows]),
         "## Comparison with a baseline",
@@ -246,7 +257,7 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         "ran, with its t interval (n - 1 df); a seed fixes the initial weights and the batch order, so this interval "
         "leaves out the seed-to-seed spread that the two sides share.",
         "",
-        *[line for text_, rows_ in comparisons.items() for line in section_comparison(text_, rows_)],
+        *[line for text_, rows_ in comparisons.items() for line in section_comparison(text_, rows_, without[text_])],
         "## Claims",
         "",
         "Each paper claim the runs test: reproduced when the whole 95% interval lies on the paper's side (for 'equal', "
@@ -279,6 +290,7 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         "runs": rows,
         "configurations": config_rows,
         "comparisons": comparisons,
+        "without baseline": without,
         "claims": claims,
         "plots": {"accuracy.png": curves, "memory.png": memory, "grad_error.png": error, "grad_error.png floor": floor,
                   "grad_quality.png": quality},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .comparison import SEED_TWICE, difference_row, pairs, parse_selector
+from .comparison import NO_INTERVAL, difference_row, pairs, parse_selector
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,6 @@ def claim_rows(groups, runs, keys, claims=CLAIMS) -> list[dict]:
             rows.append({"paper": claim.paper, "network": claim.network, "claim": expectation,
                          "paper's figure": claim.paper_text, "paper diff": claim.paper_diff, **row,
                          "paper diff in CI": None if low is None else low <= claim.paper_diff <= high,
-                         "verdict": f"no verdict: {row['note']}" if row["note"].startswith(SEED_TWICE)
+                         "verdict": f"no verdict: {row['note']}" if row["note"].startswith(NO_INTERVAL)
                          else verdict(claim.kind, low, high, claim.margin)})
     return rows

@@ -34,9 +34,14 @@ def parse_selector(text: str) -> dict[str, str]:
 
 
 def same_value(value, wanted: str) -> bool:
-    """A config value against a selector's text: numerically where both are numbers (1e-2 == 0.01), else as text."""
+    """A config value against a selector's text: numerically where both are numbers (1e-2 == 0.01), a boolean as
+    true/false/1/0, null as null/none, else as text."""
+    if value is None:
+        return wanted.lower() in ("null", "none")
+    if isinstance(value, bool):
+        return wanted.lower() in (("true", "1") if value else ("false", "0"))
     try:
-        return not isinstance(value, bool) and float(value) == float(wanted)
+        return float(value) == float(wanted)
     except (TypeError, ValueError):
         return show(value) == wanted or str(value).lower() == wanted.lower()
 
@@ -58,7 +63,7 @@ def accuracies(group: list[Run]) -> list[float]:
     return finite(100.0 * r.metrics[tags.TEST_ACC] for r in group if r.completed and number(r.metrics.get(tags.TEST_ACC)) is not None)
 
 
-SEED_TWICE = "no interval: "  # how a row refused for a repeated seed begins its note (claims.py reads it)
+NO_INTERVAL = "no interval: "  # how a row whose interval is refused begins its note (claims give no verdict)
 
 
 def repeated_seeds(group: list[Run]) -> list:
@@ -66,6 +71,28 @@ def repeated_seeds(group: list[Run]) -> list:
     sweep dirs, or a seed run again): counted twice they would narrow Welch's interval, so it is refused."""
     seeds = [r.get("trainer.seed") for r in group if r.completed and number(r.metrics.get(tags.TEST_ACC)) is not None]
     return sorted({s for s in seeds if s is not None and seeds.count(s) > 1}, key=str)
+
+
+def left_out(group: list[Run]) -> dict[str, list]:
+    """{'diverged': seeds, 'unfinished': seeds, 'resumed with another config': seeds}: the group's runs that give
+    no final accuracy, by why. A seed lost to divergence is a result of the method, so a claim gets no verdict
+    without it; an unfinished one (still running, stopped, or its metrics.json from before a resume) is only absent."""
+    reasons = {"diverged": [], "unfinished": [], "resumed with another config": []}
+    for run in group:
+        if run.diverged:
+            reasons["diverged"].append(run.get("trainer.seed"))
+        elif run.resumed_with_changes and not run.stale:
+            reasons["resumed with another config"].append(run.get("trainer.seed"))
+        elif not run.completed:
+            reasons["unfinished"].append(run.get("trainer.seed"))
+    return {why: seeds for why, seeds in reasons.items() if seeds}
+
+
+def left_out_text(name: str, group: list[Run]) -> str:
+    """'anode, euler N_t=2: seed 2 diverged, seeds 3, 4 unfinished' ('' when every run finished)."""
+    parts = [f"{'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))} {why}"
+             for why, seeds in left_out(group).items()]
+    return f"{name}: {', '.join(parts)}" if parts else ""
 
 
 def accuracy_by_seed(group: list[Run]) -> dict:
@@ -90,27 +117,70 @@ def pairs(groups: list[list[Run]], baseline: dict[str, str], method: dict[str, s
 
 
 def difference_row(group: list[Run], base: list[Run], runs: list[Run], keys: list[str]) -> tuple[dict, Difference | None]:
+    """The comparison's row: both means, the Welch and paired intervals, and a note. The interval is refused (None,
+    the note saying why, beginning NO_INTERVAL) when a seed counts twice, when a side lost a seed to divergence (the
+    survivors alone would flatter it), and when neither side varies over seeds (a zero-width interval would claim
+    a certainty that two or three agreeing numbers do not give)."""
     a, b = accuracies(group), accuracies(base)
     label = lambda g: series_label(g[0], runs, keys, with_discretization=True)  # noqa: E731
     row = {"method": label(group), "baseline": label(base), "n method": len(a), "n baseline": len(b),
            "method acc %": statistics.fmean(a) if a else None, "baseline acc %": statistics.fmean(b) if b else None}
     repeated = [(label(g), seed) for g in (group, base) for seed in repeated_seeds(g)]
-    difference = welch(a, b) if a and b and not repeated else None
-    row.update({"difference": difference and difference.diff, "CI low": difference and difference.low,
-                "CI high": difference and difference.high, "df": difference and difference.df})
+    diverged = [label(g) for g in (group, base) if "diverged" in left_out(g)]
+    absent = "; ".join(text for g in (group, base) if (text := left_out_text(label(g), g)))
+    difference = welch(a, b) if a and b else None
     by_seed, base_by_seed = accuracy_by_seed(group), accuracy_by_seed(base)
     shared = [(by_seed[s], base_by_seed[s]) for s in sorted(set(by_seed) & set(base_by_seed), key=str)]
     same_seed = paired(shared) if shared else None
-    row.update({"pairs": len(shared), "paired difference": same_seed and same_seed.diff,
-                "paired CI low": same_seed and same_seed.low, "paired CI high": same_seed and same_seed.high})
     if repeated:
         twice = "; ".join(f"seed {seed} of {name}" for name, seed in repeated)
-        row["note"] = f"{SEED_TWICE}{twice} finished twice (a run passed twice?); pass each run once"
-    elif difference is None or difference.low is None:
-        row["note"] = "needs >= 2 seeds on each side for an interval"
+        refusal = f"{twice} finished twice (a run passed twice?); pass each run once"
+    elif diverged:
+        refusal = f"{' and '.join(diverged)} lost seeds to divergence ({absent}); the rest alone would flatter it"
+    elif difference is not None and difference.se == 0:
+        refusal = "every seed gave the same accuracy on each side: no spread to size an interval with"
     else:
-        row["note"] = ""
+        refusal = ""
+    if refusal:
+        difference = None if difference is None else Difference(difference.diff, None, None, None, None, difference.n_a,
+                                                                difference.n_b, difference.level)
+    row.update({"difference": difference and difference.diff, "CI low": difference and difference.low,
+                "CI high": difference and difference.high, "df": difference and difference.df})
+    if same_seed is not None and (refusal or same_seed.se == 0):
+        same_seed = Difference(same_seed.diff, None, None, None, None, same_seed.n_a, same_seed.n_b, same_seed.level)
+    row.update({"pairs": len(shared), "paired difference": same_seed and same_seed.diff,
+                "paired CI low": same_seed and same_seed.low, "paired CI high": same_seed and same_seed.high})
+    if refusal:
+        row["note"] = NO_INTERVAL + refusal
+    elif difference is None or difference.low is None:
+        row["note"] = "needs >= 2 seeds on each side for an interval" + (f" ({absent})" if absent else "")
+    else:
+        row["note"] = f"left out: {absent}" if absent else ""
     return row, difference
+
+
+def unmatched(groups: list[list[Run]], baseline: dict[str, str], runs: list[Run], keys: list[str],
+              baselines: tuple[dict[str, str], ...] = ()) -> list[str]:
+    """The configurations that have no comparable baseline configuration, each with the keys where it differs from
+    the nearest baseline: a comparison that silently leaves a method out would read as though the method had not
+    run. Not listed: the baselines themselves (this selector's and any of `baselines`, the report's others), and
+    anything at all when no run matches the selector (the comparison says so)."""
+    free = free_keys(baseline)
+    bases = [g for g in groups if matches(g[0], baseline) and g[0].config]
+    paired_groups = {id(group) for group, _ in pairs(groups, baseline)}
+    lines = []
+    for group in groups if bases else ():
+        if id(group) in paired_groups or any(matches(group[0], s) for s in (baseline, *baselines)):
+            continue
+        name = series_label(group[0], runs, keys, with_discretization=True)
+        if not group[0].config:
+            lines.append(f"{name}: no .hydra/config.yaml to compare")
+            continue
+        mine = dict(group[0].result_key(free))
+        differences = min(([key for key in sorted(set(mine) | set(theirs)) if mine.get(key) != theirs.get(key)]
+                           for theirs in (dict(base[0].result_key(free)) for base in bases)), key=len)
+        lines.append(f"{name}: differs from the nearest baseline in {', '.join(differences)}")
+    return lines
 
 
 def comparison_rows(groups, runs, keys, baseline: dict[str, str]) -> list[dict]:

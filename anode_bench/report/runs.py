@@ -15,6 +15,9 @@ NOT_RESULT = {"trainer.resume", "trainer.resume_override", "trainer.device", "tr
               "trainer.keep_checkpoints", "trainer.eval_batch_size", "dataset.root", "dataset.download"}
 NOT_RESULT_PREFIXES = ("hydra.",)
 ADAPTIVE_ONLY = {"solver.rtol", "solver.atol", "solver.max_steps"}  # no effect on a fixed-step solve
+# Schedules whose learning rate at an epoch does not depend on trainer.epochs: a run resumed with more epochs
+# under one of them trains as a fresh run of the longer config would (the cosine schedule does not).
+EPOCH_FREE_SCHEDULES = ("step", "constant")
 
 
 @dataclass
@@ -26,6 +29,7 @@ class Run:
     config: dict
     metrics: dict
     scalars: dict = field(default_factory=dict)  # tag -> [(step, value)]
+    earlier: tuple = ()  # the flattened configs of the invocations a resume continued (.hydra.1, .hydra.2, ...)
 
     def get(self, key, default=None):
         return self.config.get(key, default)
@@ -55,16 +59,53 @@ class Run:
         return max((step for step, _ in self.scalars.get("test/acc", [])), default=None)
 
     @property
+    def resumed_with_changes(self) -> str:
+        """'key (old -> new), ...' where an earlier invocation of this run (one that a resume under
+        trainer.resume_override continued) trained with another setting that can change a result; '' if none.
+        Such a run trained under no single configuration, so it pools with none. A key only one of the two
+        records holds is no difference: the code gained or lost it between them (as trainer.resume reads it);
+        nor is trainer.epochs under a schedule that does not depend on it (EPOCH_FREE_SCHEDULES)."""
+        epoch_free = self.get("trainer.schedule", "step") in EPOCH_FREE_SCHEDULES
+        shown = lambda value: value if isinstance(value, str) else json.dumps(value, default=str)  # noqa: E731
+        changes = {}
+        for earlier in self.earlier:
+            for key in sorted(set(earlier) & set(self.config)):
+                old, new = earlier[key], self.config[key]
+                if key == "dataset.path" and isinstance(old, str) and isinstance(new, str):
+                    old, new = Path(old).name, Path(new).name  # one file read from two places is one dataset
+                if key == "trainer.epochs" and epoch_free:
+                    continue
+                if old != new and not not_result(key) and key not in changes:
+                    changes[key] = f"{key} ({shown(old)} -> {shown(new)})"
+        return ", ".join(changes.values())
+
+    @property
+    def stale(self) -> bool:
+        """metrics.json says completed after fewer epochs than the config asks: the run was resumed to train on
+        (trainer.epochs raised) and has not finished; the record is the earlier finish's."""
+        epochs, configured = self.metrics.get("epochs"), self.get("trainer.epochs")
+        return self.metrics.get("status") == "completed" and None not in (epochs, configured) and epochs != configured
+
+    @property
     def status(self) -> str:
         status = self.metrics.get("status", "incomplete")
         failure = self.metrics.get("failure")
+        if self.stale:
+            return f"incomplete: resumed after {self.metrics['epochs']} of {self.get('trainer.epochs')} epochs"
         if status == "incomplete" and self.epochs_logged:  # no metrics.json: stopped, or still running
             return f"{status}: {self.epochs_logged} of {self.get('trainer.epochs', '?')} epochs"
+        if self.resumed_with_changes:
+            return f"{status}, left out: resumed with another config: {self.resumed_with_changes}"
         return f"{status}: {failure}" if failure else status
 
     @property
     def completed(self) -> bool:
-        return self.metrics.get("status") == "completed"
+        """Finished all its epochs under one configuration: the runs whose final accuracy the tables count."""
+        return self.metrics.get("status") == "completed" and not self.stale and not self.resumed_with_changes
+
+    @property
+    def diverged(self) -> bool:
+        return self.metrics.get("status") == "diverged"
 
     def result_key(self, free=lambda key: False) -> tuple:
         """The config as a hashable key, less the seed, the settings that cannot change a result (NOT_RESULT, and
@@ -121,8 +162,8 @@ def upgrade_config(config: dict, device: str | None) -> dict:
     return upgraded
 
 
-def read_config(run_dir: Path) -> dict:
-    path = run_dir / ".hydra" / "config.yaml"
+def read_config(run_dir: Path, record: str = ".hydra") -> dict:
+    path = run_dir / record / "config.yaml"
     if not path.exists():
         return {}
     from omegaconf import OmegaConf
@@ -193,7 +234,9 @@ def find_runs(roots, base: Path | None = None) -> list[Run]:
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {"status": "incomplete"}
         name = run_name(run_dir, base) if run_dir.is_relative_to(base) else str(run_dir)
         config = upgrade_config(read_config(run_dir), metrics.get("device"))
-        runs.append(Run(run_dir, name, config, metrics, read_scalars(run_dir)))
+        earlier = tuple(upgrade_config(read_config(run_dir, record.name), metrics.get("device"))
+                        for record in sorted(run_dir.glob(".hydra.*"), key=lambda p: natural(p.name)) if record.is_dir())
+        runs.append(Run(run_dir, name, config, metrics, read_scalars(run_dir), earlier))
     # job numbers repeat when several sweeps share one directory: such runs keep their whole names
     cut = [run.name for run in runs]
     for run in runs:

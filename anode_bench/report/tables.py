@@ -171,8 +171,8 @@ def configuration_rows(groups: list[list[Run]], keys: list[str]) -> list[dict]:
             values = finite(metric(r, column) for r in counted)
             row[column.title], row[f"{column.title} std"] = mean_std(values)
             row[f"{column.title} n"] = len(values)
-        row["diverged"] = sum(r.metrics.get("status") == "diverged" for r in group)
-        row["incomplete"] = sum(r.metrics.get("status", "incomplete") == "incomplete" for r in group)
+        row["diverged"] = sum(r.diverged for r in group)
+        row["incomplete"] = sum(not r.completed and not r.diverged for r in group)  # unfinished, or resumed with changes
         rows.append(row)
     return rows
 
