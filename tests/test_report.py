@@ -417,7 +417,7 @@ def test_synthetic_sweep_groups_across_resume_compares_and_judges_claims(synthet
     claims = {(c["network"], c["claim"]): c for c in content["claims"]}
     assert set(claims) == {("ResNet-4", "method < baseline"), ("ResNet-4", "|method - baseline| <= 1")}
     below = claims["ResNet-4", "method < baseline"]
-    assert below["verdict"] == REPRODUCED and below["paper diff"] == pytest.approx(47.37 - 76.95)
+    assert below["verdict"] == REPRODUCED and below["paper diff"] == pytest.approx(47.37 - 76.95) and below["epochs"] == 3
     assert below["paper diff in CI"] is True  # -29.58 inside [-30 ± t(1.68) · 2.31]
     equal = claims["ResNet-4", "|method - baseline| <= 1"]
     assert equal["difference"] == pytest.approx(0.0) and equal["verdict"] == NOT_AT_BUDGET  # ± 2.5 points: too wide

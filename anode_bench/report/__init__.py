@@ -154,6 +154,7 @@ def section_comparison(baseline_text: str, rows: list[dict], without: list[str])
 def section_claims(rows: list[dict]) -> list[str]:
     cells = [{"paper": r["paper"], "network": r["network"], "claim": r["claim"], "paper's figure": r["paper's figure"],
               "paper diff": f"{r['paper diff']:+.2f}", "method": r["method"], "baseline": r["baseline"],
+              "our epochs": fmt(r["epochs"], "d"),
               "n": f"{r['n method']} vs {r['n baseline']}", "ours (points)": fmt(r["difference"], "+.2f"),
               "95% CI": interval(r),
               "paper's diff in CI": fmt(r["paper diff in CI"], ""), "verdict": r["verdict"],
@@ -260,7 +261,8 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         *[line for text_, rows_ in comparisons.items() for line in section_comparison(text_, rows_, without[text_])],
         "## Claims",
         "",
-        "Each paper claim the runs test: reproduced when the whole 95% interval lies on the paper's side (for 'equal', "
+        "Each paper claim the runs test, at our runs' budget (`our epochs`; the papers trained 90 to 350): "
+        "reproduced when the whole 95% interval lies on the paper's side (for 'equal', "
         "inside ± the margin), contradicted when it lies wholly on the other side (outside the margin), otherwise not "
         "reproduced at this budget; no verdict below 2 seeds on either side. Verdicts use the Welch interval; the "
         "paired one beside it leaves out the spread the seeds share: narrower where the per-seed differences agree, "

@@ -79,6 +79,7 @@ def claim_rows(groups, runs, keys, claims=CLAIMS) -> list[dict]:
                            "equal": f"|method - baseline| <= {claim.margin:g}"}[claim.kind]
             low, high = row["CI low"], row["CI high"]
             rows.append({"paper": claim.paper, "network": claim.network, "claim": expectation,
+                         "epochs": group[0].get("trainer.epochs"),
                          "paper's figure": claim.paper_text, "paper diff": claim.paper_diff, **row,
                          "paper diff in CI": None if low is None else low <= claim.paper_diff <= high,
                          "verdict": f"no verdict: {row['note']}" if row["note"].startswith(NO_INTERVAL)
