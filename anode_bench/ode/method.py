@@ -27,8 +27,10 @@ from .stepping import SolvePlan, Trajectory, integrate
 class SolveInfo:
     """What one solve cost. nfe_backward is filled in when backward has run.
 
-    nfe_* count evaluations of f; a backward evaluation is followed by one vector-Jacobian
-    product of it. `direct`'s backward evaluates nothing (VJPs of the recorded graph only).
+    nfe_* count evaluations of f. A backward evaluation of anode, aca, the adjoint or the
+    interpolated adjoint is followed by one vector-Jacobian product of it; revolve's advances,
+    mali's inverse step and symplectic's stage recomputes run without a graph. `direct`'s
+    backward evaluates nothing (VJPs of the recorded graph only).
     host_syncs* count host read-backs of tensor values by the solve loops (stepping._value):
     0 on fixed grids (1 with check_finite, the end-state check); adaptive: one per attempted
     step plus two for the starting-step guess (one when `direct` differentiates the controller).
