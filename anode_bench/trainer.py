@@ -135,6 +135,8 @@ class Trainer:
         self.steps_per_epoch, self.epochs, self.log_every = steps_per_epoch, epochs, log_every
         self.precision, self.memory_format = precision, memory_format
         self.probe_images, self.probe_labels = probe
+        # in the layout training steps use, so that the probe's floor has the run's convolution algorithms
+        self.probe_images = self.probe_images.contiguous(memory_format=memory_format)
         self.probe_config, self.writer, self.progress, self.checkpoint = probe_config, writer, progress, checkpoint
         self.context, self.device, self.generator = context, device, generator
         # adaptive solves can fail on one rank only (MaxStepsError and the like): exchange failures
