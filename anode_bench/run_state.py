@@ -184,16 +184,29 @@ def invocation_record(cfg: DictConfig) -> dict[str, str]:
             "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task)}
 
 
-def save_record(run_dir: Path, record: dict[str, str]) -> None:
+def next_free(run_dir: Path, prefix: str) -> Path:
+    """run_dir/<prefix>1, or the first of <prefix>2, <prefix>3, ... that does not exist."""
+    k = 1
+    while (run_dir / f"{prefix}{k}").exists():
+        k += 1
+    return run_dir / f"{prefix}{k}"
+
+
+def save_record(run_dir: Path, record: dict[str, str], fresh: bool = False) -> None:
     """Write `record` (invocation_record) into run_dir/.hydra. An earlier invocation's .hydra (the run
     a resume continues) is renamed, not rewritten: .hydra.1, .hydra.2, ... in the order they ran, and
-    .hydra is the latest, the one anode-report and the launchers read."""
+    .hydra is the latest, the one anode-report and the launchers read. `fresh`: this invocation starts
+    the run over (trainer.resume=auto found no checkpoint), so nothing of the earlier ones is in it:
+    their records move aside as .hydra.discarded.1, ... (kept, in order), and anode-report, which reads
+    .hydra.N as the invocations a run's weights went through, does not take them for its history."""
     current = run_dir / ".hydra"
+    if fresh:
+        earlier = sorted((p for p in run_dir.glob(".hydra.*") if p.name[len(".hydra."):].isdigit()),
+                         key=lambda p: int(p.name[len(".hydra."):]))
+        for path in [*earlier, current] if current.exists() else earlier:
+            path.rename(next_free(run_dir, ".hydra.discarded."))
     if current.exists():
-        k = 1
-        while (run_dir / f".hydra.{k}").exists():
-            k += 1
-        current.rename(run_dir / f".hydra.{k}")
+        current.rename(next_free(run_dir, ".hydra."))
     current.mkdir(parents=True)
     for name, text in record.items():
         (current / name).write_text(text, encoding="utf-8")

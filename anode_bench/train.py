@@ -130,7 +130,7 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     # purge_step drops events a killed run logged after its last checkpoint (or, restarted by resume=auto, at all)
     purge_step = progress.step if any(run_dir.glob("events.out.tfevents.*")) else None
     if record is not None and context.is_main:
-        save_record(run_dir, record)
+        save_record(run_dir, record, fresh=not trainer.resume)
     writer = SummaryWriter(str(run_dir), purge_step=purge_step) if context.is_main else _NoWriter()
     if progress.last_logged.get("step") == progress.step:  # a log point at the checkpoint's step, which the purge drops
         for tag, value in progress.last_logged["scalars"].items():

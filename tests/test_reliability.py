@@ -192,6 +192,20 @@ TINY = ["experiment=smoke", "trainer.max_steps_per_epoch=2", "probe.every=0", "d
         "dataset.test_size=32", "solver=rk4", "grad=aca", "trainer.batch_size=32"]
 
 
+def test_resume_auto_without_a_checkpoint_starts_afresh_and_sets_the_old_records_aside(tmp_path):
+    """A job killed before its first checkpoint, requeued with resume=auto: it starts over, and what was
+    recorded of the killed invocation (another config, here) is kept as .hydra.discarded.1, not as .hydra.1,
+    the history anode-report reads: nothing of that invocation is in the new run."""
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("killed: before its first checkpoint\n")
+    (run_dir / "events.out.tfevents.0.killed").write_bytes(b"")
+    code, stderr = finished(anode_train([*TINY, "trainer.resume=auto", f"hydra.run.dir={run_dir}"], tmp_path))
+    assert code == 0, stderr[-2000:]
+    assert sorted(p.name for p in run_dir.glob(".hydra*")) == [".hydra", ".hydra.discarded.1"]
+    assert (run_dir / ".hydra.discarded.1" / "config.yaml").read_text() == "killed: before its first checkpoint\n"
+
+
 def test_resume_refuses_a_changed_config_in_one_line_naming_the_keys(tmp_path):
     """A resume with only some of the run's overrides (rk4 + aca + batch 32 resumed as euler + direct
     + batch 64) is refused in one line that names each differing key, and leaves every file as it

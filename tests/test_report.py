@@ -528,8 +528,9 @@ def test_seeds_without_spread_give_no_interval():
     assert row["difference"] == pytest.approx(-0.5) and row["CI low"] is None and row["paired CI low"] is None
     assert row["verdict"] == ("no verdict: no interval: every seed gave the same accuracy on each side: no spread to "
                               "size an interval with")
-    # seeds that differ, each method run exactly 1 point above its baseline: Welch's interval, no paired one
-    runs = [run("direct", 0, 0.5), run("direct", 1, 0.6), run("anode", 0, 0.51), run("anode", 1, 0.61)]
+    # seeds that differ, each method run 1 point above its baseline (up to the rounding of the subtraction: an se of
+    # 1e-14): Welch's interval, no paired one
+    runs = [run("direct", 0, 0.59), run("direct", 1, 0.6064), run("anode", 0, 0.60), run("anode", 1, 0.6164)]
     [row] = claim_rows(group_by_seed(runs), runs, [], [Claim("t", "ResNet-4", "resnet4", "grad=anode", "discrete",
                                                               "above", 1.0, "")])
     assert row["CI low"] < 0 < row["CI high"] and row["paired difference"] == pytest.approx(1.0)
@@ -550,13 +551,22 @@ def test_a_run_resumed_with_another_config_pools_with_none(synthetic):
     runs = {run.name: run for run in find_runs([a, b])}
     assert runs["sweep_b/0"].resumed_with_changes == "grad.name (adjoint -> anode)"
     assert not runs["sweep_b/0"].completed and runs["sweep_b/0"].status == (
-        "completed, left out: resumed with another config: grad.name (adjoint -> anode)")
+        "completed; left out: resumed with another config: grad.name (adjoint -> anode)")
     assert runs["sweep_b/1"].stale and runs["sweep_b/1"].status == "incomplete: resumed after 3 of 6 epochs"
     assert not runs["sweep_b/1"].completed
     assert runs["sweep_a/1"].earlier == () and runs["sweep_a/1"].completed
     content = report([a, b], tmp_path / "report", ["discrete"])
     anode = {c["grad"]: c for c in content["configurations"] if c["grad"] == "anode" and c["n"] == 2}["anode"]
     assert anode["final acc %"] == pytest.approx(72.0) and anode["final acc % n"] == 1 and anode["incomplete"] == 1
+    assert anode["grad error n"] == 1 and anode["peak MiB n"] == 1  # the mixed run counts in no column
+    mixed_metrics = json.loads((mixed / "metrics.json").read_text())
+    (mixed / "metrics.json").write_text(json.dumps({**mixed_metrics, "status": "diverged", "failure": "step 9: loss nan"}))
+    content = report([a, b], tmp_path / "report", ["discrete"])
+    [row] = [r for r in content["comparisons"]["discrete"] if r["method"].startswith("anode, euler N_t=2 (trainer.epochs=3)")]
+    assert "seed 0 resumed with another config" in row["note"] and "diverged" not in row["note"]  # no config's divergence
+    [anode] = [c for c in content["configurations"] if c["grad"] == "anode" and c["n"] == 2]
+    assert anode["diverged"] == 0 and anode["incomplete"] == 1
+    (mixed / "metrics.json").write_text(json.dumps(mixed_metrics))
     [row] = [r for r in content["comparisons"]["discrete"] if r["method"].startswith("anode, euler N_t=2 (trainer.epochs=3)")]
     assert row["n method"] == 1 and "seed 0 resumed with another config" in row["note"]
     assert "trainer.epochs" in " ".join(content["without baseline"]["discrete"])  # the 6-epoch anode seed
@@ -572,6 +582,58 @@ def test_a_run_resumed_with_another_config_pools_with_none(synthetic):
     assert cosine.resumed_with_changes == "trainer.epochs (3 -> 6)" and not cosine.completed
 
 
+def test_what_an_ordinary_resume_changes_is_no_change_of_config(synthetic):
+    """Resumed with another thread count, eval batch size, data directory (the same file), and by code that has
+    a key the earlier record lacks: one configuration. A key the earlier record holds and the latest lacks is a
+    change, so is a lowered trainer.epochs. Only .hydra.<number> dirs are earlier invocations, in their order
+    (.hydra.10 after .hydra.2); one without config.yaml adds nothing, and a hand-made .hydra.bak is no record."""
+    tmp_path, a, b = synthetic
+    run_dir = b / "0_grad=anode"
+    config = run_dir / ".hydra" / "config.yaml"
+    latest = config.read_text()
+
+    def earlier(name, text):
+        (run_dir / name).mkdir()
+        (run_dir / name / "config.yaml").write_text(text)
+
+    earlier(".hydra.2", latest.replace("threads: null", "threads: 2").replace("/a/full.npz", "/b/elsewhere/full.npz")
+            .replace("log_every: 50", "log_every: 50\n  eval_batch_size: 64"))
+    config.write_text(latest.replace("log_every: 50", "log_every: 50\n  eval_batch_size: 256\n  compile: false"))
+    earlier(".hydra.10", config.read_text().replace("lr: 0.1", "lr: 0.2"))
+    (run_dir / ".hydra.3").mkdir()
+    earlier(".hydra.bak", latest.replace("grad:\n  name: anode", "grad:\n  name: adjoint"))
+    run = {r.name: r for r in find_runs([a, b])}["sweep_b/0"]
+    assert [e.get("trainer.lr") for e in run.earlier] == [0.1, None, 0.2]  # .hydra.2, .hydra.3 (no config), .hydra.10
+    assert run.resumed_with_changes == "trainer.lr (0.2 -> 0.1)"
+    shutil.rmtree(run_dir / ".hydra.10")
+    run = {r.name: r for r in find_runs([a, b])}["sweep_b/0"]
+    assert run.resumed_with_changes == "" and run.completed
+    config.write_text(latest.replace("probe:\n  every: 10\n  reference: discrete\n", ""))
+    assert "probe.every (10 -> absent)" in {r.name: r for r in find_runs([a, b])}["sweep_b/0"].resumed_with_changes
+    config.write_text(latest.replace("epochs: 3", "epochs: 2"))
+    lowered = {r.name: r for r in find_runs([a, b])}["sweep_b/0"]
+    assert lowered.resumed_with_changes == "trainer.epochs (3 -> 2)" and not lowered.stale
+
+
+def test_a_restart_from_scratch_is_no_resume(tmp_path):
+    """trainer.resume=auto in a dir whose run died before its first checkpoint starts afresh: the earlier records
+    describe nothing the new run holds, so they move aside as .hydra.discarded.N and the run is one config's.
+    A resume keeps them as .hydra.N, its history."""
+    from anode_bench.run_state import save_record
+
+    run_dir = fake_run(tmp_path / "sweep" / "0", {"grad.name": "anode", "trainer.lr": 0.1}, 0.7)
+    shutil.copytree(run_dir / ".hydra", run_dir / ".hydra.1")
+    record = {"config.yaml": (run_dir / ".hydra" / "config.yaml").read_text().replace("lr: 0.1", "lr: 0.05")}
+    save_record(run_dir, record, fresh=True)
+    assert sorted(p.name for p in run_dir.glob(".hydra*")) == [".hydra", ".hydra.discarded.1", ".hydra.discarded.2"]
+    [run] = find_runs(tmp_path / "sweep")
+    assert run.get("trainer.lr") == 0.05 and run.earlier == () and run.completed
+    save_record(run_dir, {"config.yaml": record["config.yaml"].replace("lr: 0.05", "lr: 0.07")})
+    assert sorted(p.name for p in run_dir.glob(".hydra*")) == [".hydra", ".hydra.1", ".hydra.discarded.1", ".hydra.discarded.2"]
+    [run] = find_runs(tmp_path / "sweep")
+    assert run.resumed_with_changes == "trainer.lr (0.05 -> 0.07)" and not run.completed
+
+
 def test_a_configuration_without_a_comparable_baseline_is_named_with_its_differences(synthetic):
     tmp_path, a, b = synthetic
     for seed in (0, 1):
@@ -581,6 +643,11 @@ def test_a_configuration_without_a_comparable_baseline_is_named_with_its_differe
     [line] = content["without baseline"]["discrete"]
     assert line.startswith("aca") and line.endswith("differs from the nearest baseline in trainer.compile")
     assert f"- {line}" in (tmp_path / "report" / "report.md").read_text()
+    content = report([a, b], tmp_path / "report", ["grad=aca"])  # the compiled runs as the baseline: none comparable
+    assert content["comparisons"]["grad=aca"] == [] and len(content["without baseline"]["grad=aca"]) == 3
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "(no configuration is comparable with the `grad=aca` runs: they differ as listed below)" in md
+    assert "naming one the runs hold" not in md
 
 
 def test_selectors_match_booleans_nulls_and_numbers():

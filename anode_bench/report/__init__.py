@@ -125,7 +125,7 @@ def curves_of(groups, runs, keys, tags: dict) -> dict:
     for tag, (*_, scale) in tags.items():
         curves[tag] = {}
         for group in groups:
-            curve = epoch_curve([r for r in group if r.completed] or group, tag, scale)
+            curve = epoch_curve([r for r in group if r.completed] or [r for r in group if not r.mixed], tag, scale)
             if curve:
                 label = series_label(group[0], runs, keys, with_discretization=True)
                 curves[tag][unique_label(curves[tag], label, group)] = curve
@@ -145,9 +145,10 @@ def section_comparison(baseline_text: str, rows: list[dict], without: list[str])
               "Welch df": fmt(r["df"], ".1f"), "same seeds: pairs": r["pairs"],
               "paired difference": fmt(r["paired difference"], "+.2f"), "paired 95% CI": interval(r, "paired "),
               "note": r["note"]} for r in rows]
-    return [f"### Against `{baseline_text}`", "",
-            markdown_table(cells) if rows else f"(no configuration has a comparable `{baseline_text}` baseline: "
-            "pass `--baseline KEY=VALUE` naming one the runs hold)\n",
+    empty = (f"(no configuration is comparable with the `{baseline_text}` runs: they differ as listed below)\n" if without
+             else f"(no configuration has a comparable `{baseline_text}` baseline: pass `--baseline KEY=VALUE` naming one "
+             "the runs hold)\n")
+    return [f"### Against `{baseline_text}`", "", markdown_table(cells) if rows else empty,
             *([f"Without a comparable `{baseline_text}` baseline:", "", *[f"- {line}" for line in without], ""] if without else [])]
 
 

@@ -79,10 +79,10 @@ def left_out(group: list[Run]) -> dict[str, list]:
     without it; an unfinished one (still running, stopped, or its metrics.json from before a resume) is only absent."""
     reasons = {"diverged": [], "unfinished": [], "resumed with another config": []}
     for run in group:
-        if run.diverged:
-            reasons["diverged"].append(run.get("trainer.seed"))
-        elif run.resumed_with_changes and not run.stale:
+        if run.mixed:
             reasons["resumed with another config"].append(run.get("trainer.seed"))
+        elif run.diverged:
+            reasons["diverged"].append(run.get("trainer.seed"))
         elif not run.completed:
             reasons["unfinished"].append(run.get("trainer.seed"))
     return {why: seeds for why, seeds in reasons.items() if seeds}
@@ -116,6 +116,12 @@ def pairs(groups: list[list[Run]], baseline: dict[str, str], method: dict[str, s
                 yield group, base
 
 
+def no_spread(difference: Difference) -> bool:
+    """An interval of zero width, up to rounding: differences that agree to the last digits (accuracies exactly
+    one point apart at every seed leave an se of 1e-15 after subtraction, not 0)."""
+    return difference.se is not None and difference.se <= 1e-9 * max(1.0, abs(difference.diff))
+
+
 def difference_row(group: list[Run], base: list[Run], runs: list[Run], keys: list[str]) -> tuple[dict, Difference | None]:
     """The comparison's row: both means, the Welch and paired intervals, and a note. The interval is refused (None,
     the note saying why, beginning NO_INTERVAL) when a seed counts twice, when a side lost a seed to divergence (the
@@ -137,7 +143,7 @@ def difference_row(group: list[Run], base: list[Run], runs: list[Run], keys: lis
         refusal = f"{twice} finished twice (a run passed twice?); pass each run once"
     elif diverged:
         refusal = f"{' and '.join(diverged)} lost seeds to divergence ({absent}); the rest alone would flatter it"
-    elif difference is not None and difference.se == 0:
+    elif difference is not None and no_spread(difference):
         refusal = "every seed gave the same accuracy on each side: no spread to size an interval with"
     else:
         refusal = ""
@@ -146,7 +152,7 @@ def difference_row(group: list[Run], base: list[Run], runs: list[Run], keys: lis
                                                                 difference.n_b, difference.level)
     row.update({"difference": difference and difference.diff, "CI low": difference and difference.low,
                 "CI high": difference and difference.high, "df": difference and difference.df})
-    if same_seed is not None and (refusal or same_seed.se == 0):
+    if same_seed is not None and (refusal or no_spread(same_seed)):
         same_seed = Difference(same_seed.diff, None, None, None, None, same_seed.n_a, same_seed.n_b, same_seed.level)
     row.update({"pairs": len(shared), "paired difference": same_seed and same_seed.diff,
                 "paired CI low": same_seed and same_seed.low, "paired CI high": same_seed and same_seed.high})

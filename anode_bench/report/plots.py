@@ -35,11 +35,12 @@ def unique_label(taken, label: str, group: list[Run]) -> str:
 
 def versus_discretization(groups: list[list[Run]], runs: list[Run], keys: list[str], metric: str) -> dict:
     """{"N_t": {label: {x, y, std, min, max, n}}, "rtol": {...}}: the metric's mean over seeds against N_t or rtol,
-    with the sample std, the lowest and highest seed, and how many seeds gave it."""
+    with the sample std, the lowest and highest seed, and how many seeds gave it; a run that trained under more
+    than one configuration (Run.mixed) counts in none."""
     panels: dict[str, dict] = {"N_t": {}, "rtol": {}}
     for group in groups:
         first = group[0]
-        values = finite(r.metrics.get(metric) for r in group)
+        values = finite(r.metrics.get(metric) for r in group if not r.mixed)
         mean, std = mean_std(values)
         x = first.get("solver.rtol") if first.adaptive else first.get("solver.steps")
         if mean is None or x is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -62,18 +63,19 @@ class Run:
     def resumed_with_changes(self) -> str:
         """'key (old -> new), ...' where an earlier invocation of this run (one that a resume under
         trainer.resume_override continued) trained with another setting that can change a result; '' if none.
-        Such a run trained under no single configuration, so it pools with none. A key only one of the two
-        records holds is no difference: the code gained or lost it between them (as trainer.resume reads it);
-        nor is trainer.epochs under a schedule that does not depend on it (EPOCH_FREE_SCHEDULES)."""
+        Such a run trained under no single configuration, so it pools with none. Compared as a finished run's
+        trainer.resume=auto compares: a key the earlier record lacks is no difference (the code gained it since),
+        one it holds and the latest lacks is. Raising trainer.epochs is none under a schedule that does not depend
+        on it (EPOCH_FREE_SCHEDULES): the epochs before are what a fresh run of the longer config trains."""
         epoch_free = self.get("trainer.schedule", "step") in EPOCH_FREE_SCHEDULES
         shown = lambda value: value if isinstance(value, str) else json.dumps(value, default=str)  # noqa: E731
         changes = {}
         for earlier in self.earlier:
-            for key in sorted(set(earlier) & set(self.config)):
-                old, new = earlier[key], self.config[key]
+            for key in sorted(earlier):
+                old, new = earlier[key], self.config.get(key, "absent")
                 if key == "dataset.path" and isinstance(old, str) and isinstance(new, str):
                     old, new = Path(old).name, Path(new).name  # one file read from two places is one dataset
-                if key == "trainer.epochs" and epoch_free:
+                if key == "trainer.epochs" and epoch_free and number(old) is not None and number(new) is not None and new >= old:
                     continue
                 if old != new and not not_result(key) and key not in changes:
                     changes[key] = f"{key} ({shown(old)} -> {shown(new)})"
@@ -83,29 +85,36 @@ class Run:
     def stale(self) -> bool:
         """metrics.json says completed after fewer epochs than the config asks: the run was resumed to train on
         (trainer.epochs raised) and has not finished; the record is the earlier finish's."""
-        epochs, configured = self.metrics.get("epochs"), self.get("trainer.epochs")
-        return self.metrics.get("status") == "completed" and None not in (epochs, configured) and epochs != configured
+        epochs, configured = number(self.metrics.get("epochs")), number(self.get("trainer.epochs"))
+        return self.metrics.get("status") == "completed" and None not in (epochs, configured) and epochs < configured
 
     @property
     def status(self) -> str:
         status = self.metrics.get("status", "incomplete")
         failure = self.metrics.get("failure")
         if self.stale:
-            return f"incomplete: resumed after {self.metrics['epochs']} of {self.get('trainer.epochs')} epochs"
-        if status == "incomplete" and self.epochs_logged:  # no metrics.json: stopped, or still running
-            return f"{status}: {self.epochs_logged} of {self.get('trainer.epochs', '?')} epochs"
-        if self.resumed_with_changes:
-            return f"{status}, left out: resumed with another config: {self.resumed_with_changes}"
-        return f"{status}: {failure}" if failure else status
+            text = f"incomplete: resumed after {self.metrics['epochs']} of {self.get('trainer.epochs')} epochs"
+        elif status == "incomplete" and self.epochs_logged:  # no metrics.json: stopped, or still running
+            text = f"{status}: {self.epochs_logged} of {self.get('trainer.epochs', '?')} epochs"
+        else:
+            text = f"{status}: {failure}" if failure else status
+        changes = self.resumed_with_changes
+        return f"{text}; left out: resumed with another config: {changes}" if changes else text
+
+    @property
+    def mixed(self) -> bool:
+        """Trained under more than one configuration (resumed_with_changes): it counts in none."""
+        return bool(self.resumed_with_changes)
 
     @property
     def completed(self) -> bool:
         """Finished all its epochs under one configuration: the runs whose final accuracy the tables count."""
-        return self.metrics.get("status") == "completed" and not self.stale and not self.resumed_with_changes
+        return self.metrics.get("status") == "completed" and not self.stale and not self.mixed
 
     @property
     def diverged(self) -> bool:
-        return self.metrics.get("status") == "diverged"
+        """Diverged under one configuration (a mixed run's divergence is no configuration's result)."""
+        return self.metrics.get("status") == "diverged" and not self.mixed
 
     def result_key(self, free=lambda key: False) -> tuple:
         """The config as a hashable key, less the seed, the settings that cannot change a result (NOT_RESULT, and
@@ -123,6 +132,13 @@ class Run:
                 value = Path(value).name
             items.append((key, json.dumps(value, sort_keys=True, default=str)))
         return tuple(sorted(items))
+
+
+def number(value) -> float | None:
+    """A finite int or float as float; None for None, bools, strings, nan and inf."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def not_result(key: str) -> bool:
@@ -235,7 +251,8 @@ def find_runs(roots, base: Path | None = None) -> list[Run]:
         name = run_name(run_dir, base) if run_dir.is_relative_to(base) else str(run_dir)
         config = upgrade_config(read_config(run_dir), metrics.get("device"))
         earlier = tuple(upgrade_config(read_config(run_dir, record.name), metrics.get("device"))
-                        for record in sorted(run_dir.glob(".hydra.*"), key=lambda p: natural(p.name)) if record.is_dir())
+                        for record in sorted(run_dir.glob(".hydra.*"), key=lambda p: natural(p.name))
+                        if record.is_dir() and re.fullmatch(r"\.hydra\.\d+", record.name))
         runs.append(Run(run_dir, name, config, metrics, read_scalars(run_dir), earlier))
     # job numbers repeat when several sweeps share one directory: such runs keep their whole names
     cut = [run.name for run in runs]

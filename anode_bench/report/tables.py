@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from anode_bench import tags
 
-from .runs import Run, not_result
+from .runs import Run, not_result, number
 
 NOT_SWEPT = {"dataset.name", "dataset.path", "model.name", "solver.name", "solver.steps", "solver.rtol", "grad.name", "trainer.seed"}
 
@@ -57,13 +56,6 @@ def group_by_seed(runs: list[Run]) -> list[list[Run]]:
     for run in runs:
         groups.setdefault(run.result_key(), []).append(run)
     return list(groups.values())
-
-
-def number(value) -> float | None:
-    """A finite int or float as float; None for None, bools, strings, nan and inf."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def finite(values) -> list[float]:
@@ -156,7 +148,8 @@ def configuration_rows(groups: list[list[Run]], keys: list[str]) -> list[dict]:
     """One row per configuration: each metric's mean over the seeds that logged it, its sample std
     (`<title> std`, None below 2 values) and how many runs gave it (`<title> n`). The accuracy means
     take completed runs only, as the comparison does: a run that diverged or stopped after some
-    epochs logged the accuracy of its last one."""
+    epochs logged the accuracy of its last one. A run that trained under more than one
+    configuration (Run.mixed) counts in no column."""
     columns = columns_for([r for g in groups for r in g])
     rows = []
     for group in groups:
@@ -167,7 +160,7 @@ def configuration_rows(groups: list[list[Run]], keys: list[str]) -> list[dict]:
         row["seeds"] = [r.get("trainer.seed") for r in group]
         row["n"] = len(group)
         for column in columns:
-            counted = [r for r in group if r.completed] if column.accuracy else group
+            counted = [r for r in group if (r.completed if column.accuracy else not r.mixed)]
             values = finite(metric(r, column) for r in counted)
             row[column.title], row[f"{column.title} std"] = mean_std(values)
             row[f"{column.title} n"] = len(values)
