@@ -8,6 +8,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 # Settings that change where or how a run is logged or resumed, never its numbers: ignored when grouping
@@ -59,7 +60,7 @@ class Run:
         """The epochs whose test accuracy the events hold: how far a run without metrics.json got."""
         return max((step for step, _ in self.scalars.get("test/acc", [])), default=None)
 
-    @property
+    @cached_property  # read by status, completed, diverged and mixed for every table cell
     def resumed_with_changes(self) -> str:
         """'key (old -> new), ...' where an earlier invocation of this run (one that a resume under
         trainer.resume_override continued) trained with another setting that can change a result; '' if none.
