@@ -61,29 +61,30 @@ def ode_settings(cfg: DictConfig) -> dict:
             "check_finite": False}
 
 
-def load_data(cfg: DictConfig) -> tuple[Split, Split]:
-    """The configured train and test splits (host arrays)."""
+def load_data(cfg: DictConfig, seed: int | None = None) -> tuple[Split, Split]:
+    """The configured train and test splits (host arrays). `seed` (default trainer.seed, 0 when null) is
+    what synthetic images are generated from; a subset of real images is the leading one whatever it is."""
     data = cfg.dataset
     return load_splits(
         data.name, num_classes=data.num_classes, root=data.root, path=data.path, download=data.download,
-        train_size=data.train_size, test_size=data.test_size, seed=cfg.trainer.seed or 0,
+        train_size=data.train_size, test_size=data.test_size, seed=seed if seed is not None else cfg.trainer.seed or 0,
     )
 
 
-def load_data_once(cfg: DictConfig, context: Distributed) -> tuple[Split, Split]:
+def load_data_once(cfg: DictConfig, context: Distributed, seed: int | None = None) -> tuple[Split, Split]:
     """load_data, rank 0 first under torchrun: a download lands once, and the other ranks read it."""
     if not context.active:
-        return load_data(cfg)
+        return load_data(cfg, seed)
     splits = failure = None
     if context.is_main:
         try:
-            splits = load_data(cfg)
+            splits = load_data(cfg, seed)
         except DataError as error:
             failure = str(error)
     failure = context.first_message(failure)
     if failure is not None:
         raise DataError(failure)
-    return splits or load_data(cfg)
+    return splits or load_data(cfg, seed)
 
 
 def make_loader(split: Split, stats: tuple[list[float], list[float]], batch_size: int, device: torch.device,

@@ -63,6 +63,7 @@ def run_metrics(cfg: DictConfig, progress: Progress, failure: str | None, wall_s
         tags.STEP_MS: _mean(history[tags.STEP_MS]),
         **progress.last_nfe,
         tags.WALL_S: wall_s,
+        tags.SEED: progress.seed,
         **run_settings(cfg),
         "device": str(device),
         "git": git_revision(),
@@ -91,7 +92,7 @@ def hparam_values(cfg: DictConfig, metrics: dict, processes: int) -> dict:
     return {
         "dataset": settings["dataset"], "model": settings["model"], "solver": settings["solver"],
         "steps": unset(settings["solver.steps"]), "rtol": unset(settings["solver.rtol"]), "atol": unset(settings["solver.atol"]),
-        "grad": settings["grad"], "lr": trainer.lr, "batch_size": trainer.batch_size, "seed": unset(trainer.seed),
+        "grad": settings["grad"], "lr": trainer.lr, "batch_size": trainer.batch_size, "seed": unset(metrics[tags.SEED]),
         "precision": trainer.precision, "tf32": metrics[tags.TF32], "processes": processes,
     }
 

@@ -44,6 +44,7 @@ class Progress:
     last_logged: dict = field(default_factory=dict)  # the latest log point: {"step": N, "scalars": {tag: value}}
     wall_s: float = 0.0  # wall time of the invocations before this one, to their last checkpoint
     history: dict = field(default_factory=lambda: {tag: [] for tag in HISTORY})  # per tag, every value logged
+    seed: int | None = None  # the seed the run started from (train.run_seed); None in checkpoints from before it
 
 
 def rng_states(device: torch.device) -> dict:
@@ -65,9 +66,10 @@ def save_state(run_dir: Path, net, optimizer, scheduler, progress: Progress, dev
     return save_checkpoint(run_dir, progress.step, state, keep=keep)
 
 
-def restore_state(source: Path, cfg: DictConfig, net, optimizer, scheduler, device: torch.device) -> tuple[Progress, Path]:
-    """Load the newest readable checkpoint of `source` (a run dir or a file) into the objects and
-    the RNGs, after check_resume_config; returns the progress it holds and the file it came from.
+def read_state(source: Path, cfg: DictConfig, device: torch.device) -> tuple[dict, Path]:
+    """The newest readable checkpoint of `source` (a run dir or a file) and its path, after
+    check_resume_config and the device check: read before the run builds anything, since it holds the
+    seed that the run's synthetic images come from.
 
     Loaded to the CPU: torch's RNG states and Generator.set_state take CPU byte tensors only, and
     load_state_dict copies weights and optimizer state to where the parameters are."""
@@ -78,11 +80,16 @@ def restore_state(source: Path, cfg: DictConfig, net, optimizer, scheduler, devi
         raise ConfigError(f"trainer.resume: {path} was trained on {trained_on}, this run is on {device.type}; the "
                           f"loader's random draws continue on one kind of device only: resume with "
                           f"trainer.device={trained_on}")
+    return state, path
+
+
+def restore_state(state: dict, net, optimizer, scheduler, device: torch.device) -> Progress:
+    """Load a checkpoint's state (read_state) into the objects and the RNGs; returns the progress it holds."""
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_states(state["rng"], device)
-    return Progress(**state["progress"]), path
+    return Progress(**state["progress"])
 
 
 # keys a resume may change: how to resume, where the data lies, where and how fast it runs, how

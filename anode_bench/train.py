@@ -17,6 +17,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import shlex
 import sys
 import time
@@ -53,6 +54,7 @@ from .run_state import (
     StopRequest,
     check_finished_config,
     invocation_record,
+    read_state,
     remove_if_empty,
     restore_state,
     resume_command,
@@ -71,10 +73,12 @@ class _NoWriter:
         return lambda *args, **kwargs: None
 
 
-def loader_generator(seed: int | None, device: torch.device, context: Distributed) -> torch.Generator:
-    """The training loader's generator, seeded with `seed`. Every rank must draw the same permutation
-    and crops (each trains on its slice of every batch), so a random seed (None) is rank 0's."""
-    return torch.Generator(device).manual_seed(seed if seed is not None else context.broadcast(torch.seed()))
+def run_seed(seed: int | None, context: Distributed) -> int:
+    """The seed the run starts from: trainer.seed, or for trainer.seed=null one drawn from the OS's entropy
+    (32 bits), which metrics.json records so that the run can be repeated and a copy of it known as one.
+    Every rank must draw the same permutation and crops (each trains on its slice of every batch), so a
+    drawn seed is rank 0's."""
+    return seed if seed is not None else context.broadcast(secrets.randbits(32))
 
 
 def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, context: Distributed = Distributed(),  # noqa: B008 (frozen)
@@ -93,11 +97,13 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     if trainer.threads is not None:
         torch.set_num_threads(trainer.threads)
     set_tf32(trainer.tf32)  # the run's float32 convolutions and matmuls, and the probe's copies of them
-    if trainer.seed is not None:
-        torch.manual_seed(trainer.seed)
-    generator = loader_generator(trainer.seed, device, context)
+    resumed = read_state(run_dir if trainer.resume is True else Path(trainer.resume), cfg, device) if trainer.resume else None
+    recorded = resumed[0]["progress"].get("seed", trainer.seed) if resumed else None  # None: a checkpoint from before
+    seed = recorded if recorded is not None else run_seed(trainer.seed, context)
+    torch.manual_seed(seed)
+    generator = torch.Generator(device).manual_seed(seed)  # the training loader's shuffles and crops
 
-    train_split, test_split = load_data_once(cfg, context)
+    train_split, test_split = load_data_once(cfg, context, seed)
     shard, stats = (context.rank, context.world_size), channel_stats(train_split)  # stats: one pass over the images
     train_loader = make_loader(train_split, stats, trainer.batch_size, device, precision, train=True,
                                generator=generator, shard=shard)
@@ -118,10 +124,11 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = make_optimizer(net, trainer)
     scheduler = make_scheduler(optimizer, trainer)
-    progress = Progress()
-    if trainer.resume:
-        source = run_dir if trainer.resume is True else Path(trainer.resume)
-        progress, path = restore_state(source, cfg, net, optimizer, scheduler, device)
+    progress = Progress(seed=seed)
+    if resumed:
+        state, path = resumed
+        progress = restore_state(state, net, optimizer, scheduler, device)
+        progress.seed = seed
         if progress.epoch >= trainer.epochs and (run_dir / "metrics.json").exists():
             raise ConfigError(f"trainer.resume: {path} is the end of this finished run (epoch {progress.epoch} of "
                               f"trainer.epochs={trainer.epochs}); nothing is left to train, and nothing was written (to "

@@ -26,7 +26,7 @@ import torch.multiprocessing as mp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from anode_bench.distributed import Distributed, SyncBatchNorm2d
-from anode_bench.train import loader_generator
+from anode_bench.train import run_seed
 
 TORCHRUN = shutil.which("torchrun")
 RUN = ["experiment=smoke", "grad=aca", "solver=rk4", "trainer.precision=fp64", "dataset.train_size=256", "dataset.test_size=100",
@@ -177,19 +177,18 @@ def test_sync_batchnorm_is_batchnorm_over_the_global_batch(tmp_path):
     torch.testing.assert_close(results[0][3] + results[1][3], reference.bias.grad, rtol=0, atol=1e-12)
 
 
-def _loader_generator_rank(rank, world_size, init_file, results):
+def _run_seed_rank(rank, world_size, init_file, results):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    torch.manual_seed(1000 + rank)  # as torchrun's processes: each its own entropy
-    results[rank] = loader_generator(None, torch.device("cpu"), Distributed(rank, world_size)).get_state()
+    results[rank] = run_seed(None, Distributed(rank, world_size))  # each process draws from the OS's entropy
     dist.destroy_process_group()
 
 
 def test_ranks_without_a_seed_draw_the_same_batches(tmp_path):
-    """trainer.seed=null under torchrun: each rank would seed its loader from its own entropy, shuffle
+    """trainer.seed=null under torchrun: each rank would seed its loader from its own draw, shuffle
     differently, and the ranks' slices would overlap and miss images; rank 0's seed goes to all."""
     results = mp.Manager().dict()
-    mp.spawn(_loader_generator_rank, args=(2, tmp_path / "init", results), nprocs=2)
-    assert torch.equal(results[0], results[1])
+    mp.spawn(_run_seed_rank, args=(2, tmp_path / "init", results), nprocs=2)
+    assert results[0] == results[1]
 
 
 def test_sigterm_to_torchrun_checkpoints_once_and_resume_ends_as_an_uninterrupted_run(tmp_path):

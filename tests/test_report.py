@@ -8,6 +8,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from anode_bench.report import (
     versus_discretization,
 )
 from anode_bench.report import plots as report_plots
+from anode_bench.report.comparison import repeated_seeds
 from anode_bench.report.runs import read_scalars
 from anode_bench.stats import paired, regularized_beta, t_cdf, t_quantile, welch
 
@@ -359,6 +361,21 @@ def test_pairs_take_completed_runs_of_a_known_seed_once():
     assert accuracy_by_seed(group) == {0: pytest.approx(70.0), 1: pytest.approx(72.0)}
 
 
+def test_a_seedless_run_counted_twice_is_known_by_the_seed_it_drew():
+    """trainer.seed=null: metrics.json records the seed the run drew, so a copy of the run passed beside it is one
+    seed finished twice (refused), and two seedless runs are two seeds; a run from before the record has none."""
+    def run(name, drawn, accuracy=0.7):
+        metrics = {"status": "completed", "test/acc": accuracy} | ({"seed": drawn} if drawn is not None else {})
+        return Run(Path(name), name, {"trainer.seed": None}, metrics)
+
+    original, copy, other = run("a/0", 3_141_592_653), run("copy/0", 3_141_592_653), run("b/0", 271_828, 0.72)
+    assert [r.seed for r in (original, other, run("old", None))] == [3_141_592_653, 271_828, None]
+    assert repeated_seeds([original, copy, other]) == [3_141_592_653]
+    assert repeated_seeds([original, other]) == [] and accuracy_by_seed([original, other]) == {
+        3_141_592_653: pytest.approx(70.0), 271_828: pytest.approx(72.0)}
+    assert Run(Path("x"), "x", {"trainer.seed": 4}, {"seed": 4, "status": "completed"}).seed == 4
+
+
 def test_verdict_logic():
     assert verdict("above", 0.1, 3.0) == REPRODUCED
     assert verdict("above", -0.5, 3.0) == NOT_AT_BUDGET  # the interval holds zero
@@ -676,6 +693,9 @@ def test_a_step_written_twice_keeps_its_latest_value(tmp_path):
     for epoch, value in ((1, 0.30), (2, 0.40)):
         first.add_scalar("test/acc", value, epoch)
     first.close()
+    # event files are read in name order: time (s), host, pid, then the process's writer count, which is not
+    # zero-padded (writer 10 sorts before writer 9), so the resumed run's file must open in a later second
+    time.sleep(1.1)
     resumed = SummaryWriter(str(tmp_path), filename_suffix=".b")
     for epoch, value in ((2, 0.41), (3, 0.50)):
         resumed.add_scalar("test/acc", value, epoch)
@@ -686,8 +706,6 @@ def test_a_step_written_twice_keeps_its_latest_value(tmp_path):
 def test_a_resumed_runs_purge_is_read_without_a_warning(tmp_path, caplog):
     """A resume's purge_step is how TensorBoard drops what a killed run logged after its checkpoint: expected, so
     anode-report reads it without tensorboard's "likely caused by a TensorFlow restart" warning per resume."""
-    import time
-
     first = SummaryWriter(str(tmp_path))
     for step in (1, 2, 3):
         first.add_scalar("train/loss", 1.0 / step, step)

@@ -240,6 +240,27 @@ def test_a_resumed_run_draws_the_global_random_numbers_of_one_never_stopped(tmp_
 
 
 
+def test_a_run_without_a_seed_records_the_one_it_drew_and_repeats_with_it(tmp_path, instrumented):
+    """trainer.seed=null draws a seed, and metrics.json records it: a run given that seed repeats the
+    seedless one to the bit (weights, metrics, dropout masks from the global RNG), through a SIGTERM and
+    resume whose new process must keep the first draw, and another seedless run draws another seed."""
+    run = ["dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=2", "trainer.max_steps_per_epoch=4",
+           "trainer.log_every=2", "probe.every=3"]
+    seedless = tmp_path / "seedless"
+    with pytest.raises(SystemExit):
+        train(config(*run, "trainer.seed=null", arch={"dropout": 0.2, "sigterm_at": 5}), seedless, torch.device("cpu"))
+    drawn = train(config(*run, "trainer.seed=null", "trainer.resume=true", "trainer.resume_override=true",
+                         arch={"dropout": 0.2}), seedless, torch.device("cpu"))
+    assert isinstance(drawn["seed"], int)
+    seeded = tmp_path / "seeded"
+    repeat = train(config(*run, f"trainer.seed={drawn['seed']}", arch={"dropout": 0.2}), seeded, torch.device("cpu"))
+    assert comparable(repeat) == comparable(drawn)
+    weights, reference = final_weights(seedless), final_weights(seeded)
+    assert all(torch.equal(weights[k], reference[k]) for k in reference)
+    other = train(config(*run, "trainer.seed=null", "trainer.epochs=1"), tmp_path / "other", torch.device("cpu"))
+    assert other["seed"] != drawn["seed"]  # two 32-bit draws agree once in 4e9
+
+
 def test_a_run_resumed_from_an_epochs_end_trains_on_the_batches_of_one_never_stopped(tmp_path, instrumented):
     """A run killed outright (SIGKILL, a lost machine) resumes from its last epoch's-end checkpoint.
     That checkpoint must carry the loader generator's state for the epoch to come: reseeding it

@@ -69,7 +69,7 @@ NO_INTERVAL = "no interval: "  # how a row whose interval is refused begins its 
 def repeated_seeds(group: list[Run]) -> list:
     """Seeds that more than one of the group's completed runs trained with (one run passed twice, from two
     sweep dirs, or a seed run again): counted twice they would narrow Welch's interval, so it is refused."""
-    seeds = [r.get("trainer.seed") for r in group if r.completed and number(r.metrics.get(tags.TEST_ACC)) is not None]
+    seeds = [r.seed for r in group if r.completed and number(r.metrics.get(tags.TEST_ACC)) is not None]
     return sorted({s for s in seeds if s is not None and seeds.count(s) > 1}, key=str)
 
 
@@ -80,11 +80,11 @@ def left_out(group: list[Run]) -> dict[str, list]:
     reasons = {"diverged": [], "unfinished": [], "resumed with another config": []}
     for run in group:
         if run.mixed:
-            reasons["resumed with another config"].append(run.get("trainer.seed"))
+            reasons["resumed with another config"].append(run.seed)
         elif run.diverged:
-            reasons["diverged"].append(run.get("trainer.seed"))
+            reasons["diverged"].append(run.seed)
         elif not run.completed:
-            reasons["unfinished"].append(run.get("trainer.seed"))
+            reasons["unfinished"].append(run.seed)
     return {why: seeds for why, seeds in reasons.items() if seeds}
 
 
@@ -97,9 +97,10 @@ def left_out_text(name: str, group: list[Run]) -> str:
 
 def accuracy_by_seed(group: list[Run]) -> dict:
     """{seed: final test accuracy in %} of the group's completed runs (as `accuracies`) whose seed no other of them
-    shares; a run without a seed (trainer.seed null: a random one) pairs with nothing."""
+    shares; a run without a known seed (trainer.seed null, from before metrics.json recorded the drawn one) pairs
+    with nothing."""
     done = [r for r in group if r.completed and number(r.metrics.get(tags.TEST_ACC)) is not None]
-    seeds = [r.get("trainer.seed") for r in done]
+    seeds = [r.seed for r in done]
     return {seed: 100.0 * r.metrics[tags.TEST_ACC] for seed, r in zip(seeds, done) if seed is not None and seeds.count(seed) == 1}
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from anode_bench import tags
+
 # Settings that change where or how a run is logged or resumed, never its numbers: ignored when grouping
 # seeds into configurations and when matching a method with its baseline. dataset.path counts by its file name.
 NOT_RESULT = {"trainer.resume", "trainer.resume_override", "trainer.device", "trainer.threads", "trainer.log_every",
@@ -35,6 +37,13 @@ class Run:
 
     def get(self, key, default=None):
         return self.config.get(key, default)
+
+    @property
+    def seed(self):
+        """trainer.seed, or for trainer.seed=null the seed the run drew (metrics.json's seed; None before it
+        was recorded): two runs of one configuration with the same seed are one run counted twice."""
+        configured = self.get("trainer.seed")
+        return configured if configured is not None else self.metrics.get(tags.SEED)
 
     @property
     def adaptive(self) -> bool:

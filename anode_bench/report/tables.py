@@ -133,7 +133,7 @@ def run_rows(runs: list[Run], keys: list[str]) -> list[dict]:
         row = {"run": run.name, **describe(run)}
         if keys:
             row["other"] = other(run, keys)
-        row["seed"] = run.get("trainer.seed")
+        row["seed"] = run.seed
         row["epochs"] = run.metrics.get("epochs", run.epochs_logged)
         for column in columns:
             row[column.title] = metric(run, column)
@@ -157,7 +157,7 @@ def configuration_rows(groups: list[list[Run]], keys: list[str]) -> list[dict]:
         row = describe(first)
         if keys:
             row["other"] = other(first, keys)
-        row["seeds"] = [r.get("trainer.seed") for r in group]
+        row["seeds"] = [r.seed for r in group]
         row["n"] = len(group)
         for column in columns:
             counted = [r for r in group if (r.completed if column.accuracy else not r.mixed)]
