@@ -354,14 +354,14 @@ def group_keys() -> dict[str, list[str]]:
 
 
 def parsed_overrides(arguments: list[str]):
-    """(argument, Hydra's Override) for each `key=value` argument Hydra's grammar accepts; flags and
-    what the grammar rejects are skipped (Hydra reports those itself)."""
+    """(argument, Hydra's Override) for each `key=value` or `~key` argument Hydra's grammar accepts; flags
+    and what the grammar rejects are skipped (Hydra reports those itself)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     parser = OverridesParser.create()
     for argument in arguments:
-        if argument.startswith("-") or "=" not in argument:
+        if argument.startswith("-") or "=" not in argument and not argument.startswith("~"):
             continue
         try:
             [override] = parser.parse_overrides([argument])
@@ -448,7 +448,7 @@ def check_options(arguments: list[str], config_dir: str | Path, config_name: str
 def check_chosen_keys(arguments: list[str], config_dir: str | Path, config_name: str = "train") -> None:
     """ConfigError for a `solver.` or `grad.` key on the command line that the chosen option does
     not take. Which keys a solver or method has depends on the option the line composes, so the
-    line's `experiment=`, `solver=` and `grad=` are composed alone (a key whose option is swept, by
+    line's `experiment=`, `model=`, `solver=` and `grad=` are composed alone (a key whose option is swept, by
     `experiment=` or its own group, is left to Hydra and `validate`, job by job):
 
     - error control on a fixed-step solver that the composed group does not already hold
@@ -456,21 +456,28 @@ def check_chosen_keys(arguments: list[str], config_dir: str | Path, config_name:
       is swept, `job_error_control` makes the same check in each job, on the job's own overrides;
     - any other plain `solver.K=` or `grad.K=` that the option's yaml lacks (`grad.checkpoints=3`
       with aca): Hydra's multi-line report would point at `+grad.checkpoints`, which `validate`
-      then refuses; say so at once, with the option's keys.
+      then refuses; say so at once, with the option's keys;
+    - `~model.arch.K` of a key the chosen model's config does not set (Hydra: "Could not delete").
     """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    typed, choosers = [], []
+    typed, choosers, deleted, added = [], [], [], set()
     for argument, override in parsed_overrides(arguments):
         group, _, key = override.key_or_group.partition(".")
         if group in ("solver", "grad") and key and "." not in key and not override.is_delete():
             typed.append((group, key, argument.split("=", 1)[1], override.is_add() or override.is_force_add()))
-        elif override.key_or_group in ("experiment", "solver", "grad"):
+        elif override.key_or_group in ("experiment", "solver", "grad", "model"):
             choosers.append(override)
+        elif override.key_or_group.startswith("model.arch.") and override.key_or_group.count(".") == 2:
+            if override.is_delete():
+                deleted.append(argument)
+            else:  # +model.arch.K=v: a later ~model.arch.K deletes what the line added
+                added.add(override.key_or_group)
     unsure = {o.key_or_group for o in choosers if o.is_sweep_override() or o.is_delete()}  # the option varies by job
     typed = [t for t in typed if not unsure & {"experiment", t[0]}]
-    if not typed:
+    deleted = [] if unsure & {"experiment", "model"} else [a for a in deleted if a[1:].partition("=")[0] not in added]
+    if not typed and not deleted:
         return
     try:
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
@@ -485,3 +492,10 @@ def check_chosen_keys(arguments: list[str], config_dir: str | Path, config_name:
         if not added and key not in keys:
             raise ConfigError(f"{group}.{key} is not a key of {group}={cfg[group].name};"
                               f"{did_you_mean(key, keys, group + '.')} its keys: {', '.join(keys)}")
+    arch = list(cfg.model.get("arch") or {})
+    for argument in deleted:  # ~model.arch.KEY of a key the preset's config does not set: Hydra's two-line report
+        key = argument[1:].partition("=")[0].removeprefix("model.arch.")
+        if key not in arch:
+            raise ConfigError(f"{argument}: model={cfg.model.name}'s config sets no arch.{key} (~model.arch.KEY puts back "
+                              f"the preset's value of a key the config sets);{did_you_mean(key, arch, '~model.arch.')} "
+                              f"it sets: {', '.join(arch) or 'none'}")

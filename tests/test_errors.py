@@ -115,6 +115,10 @@ def test_an_unknown_key_in_any_group_lists_the_groups_keys(override, message):
                                       "leave experiment= out to run without one"),
     (["trainer.lrr=3"], "trainer.lrr is not a key of trainer; did you mean trainer.lr? its keys: epochs,"),
     (["dataset.paht=x.npz"], "dataset.paht is not a key of dataset; did you mean dataset.path? its keys: name,"),
+    (["experiment=aca_resnet18_narrow_cifar10", "~model.arch.stem_widht"],
+     "~model.arch.stem_widht: model=resnet18_aca's config sets no arch.stem_widht (~model.arch.KEY puts back the preset's "
+     "value of a key the config sets); did you mean ~model.arch.stem_width? it sets: widths, stem_width"),
+    (["~model.arch.widths"], "~model.arch.widths: model=resnet's config sets no arch.widths"),
 ])
 def test_an_unknown_option_gets_a_did_you_mean(arguments, message):
     with pytest.raises(ConfigError) as error:
@@ -190,6 +194,8 @@ def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
     check_options(["-m", "grad=direct,aca", "solver=glob(*)", "experiment=smoke", "solver.steps=1,2", "+model.arch.widths=[4,8]",
                    "~model.arch.widths", "~experiment", "+note=baseline", "++tag=x", "--cfg", "job", "hydra/launcher=joblib"],
                   CONFIG_DIR)
+    check_options(["model=resnet", "+model.arch.widths=[4]", "~model.arch.widths"], CONFIG_DIR)  # added, then deleted
+    check_options(["-m", "model=resnet,resnet18_aca", "~model.arch.stem_width"], CONFIG_DIR)  # each job's own, in the job
 
 
 def anode_train_cli(args, cwd):
