@@ -370,6 +370,17 @@ def parsed_overrides(arguments: list[str]):
         yield argument, override
 
 
+def set_on_line(arguments: list[str]) -> set[str]:
+    """Every key (or group) a `key=value`, `+key=value` or `++key=value` of the line sets: a later `~key`, or
+    `~key.sub` under it, deletes what the line itself put there, which Hydra accepts."""
+    return {override.key_or_group for _, override in parsed_overrides(arguments) if not override.is_delete()}
+
+
+def deletes_own(override, keys: set[str]) -> bool:
+    key = override.key_or_group
+    return override.is_delete() and any(key == k or key.startswith(k + ".") for k in keys)
+
+
 NEEDED_GROUPS = ("dataset", "model", "solver", "grad", "trainer", "probe")
 
 
@@ -420,9 +431,12 @@ def check_options(arguments: list[str], config_dir: str | Path, config_name: str
     check_launcher(arguments)
     groups = config_options(config_dir)
     tops = {*groups, *group_keys(), *{key.split(".")[0] for key in groups}} - ({"gradcheck"} if config_name == "train" else set())
+    own = set_on_line(arguments)
     for argument, override in parsed_overrides(arguments):
         group = override.key_or_group
         top = group.split("/")[0].split(".")[0]
+        if deletes_own(override, own):
+            continue
         plain = not (override.is_add() or override.is_force_add())  # +note=x adds a key of the user's own
         if plain and top not in tops and top != "hydra":  # foo=1: Hydra would say "Key 'foo' is not in struct"
             raise ConfigError(f"{group} is neither a config group nor a key;{did_you_mean(top, tops)} "
@@ -462,21 +476,19 @@ def check_chosen_keys(arguments: list[str], config_dir: str | Path, config_name:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    typed, choosers, deleted, added = [], [], [], set()
+    typed, choosers, deleted, own = [], [], [], set_on_line(arguments)
     for argument, override in parsed_overrides(arguments):
         group, _, key = override.key_or_group.partition(".")
         if group in ("solver", "grad") and key and "." not in key and not override.is_delete():
             typed.append((group, key, argument.split("=", 1)[1], override.is_add() or override.is_force_add()))
         elif override.key_or_group in ("experiment", "solver", "grad", "model"):
             choosers.append(override)
-        elif override.key_or_group.startswith("model.arch.") and override.key_or_group.count(".") == 2:
-            if override.is_delete():
-                deleted.append(argument)
-            else:  # +model.arch.K=v: a later ~model.arch.K deletes what the line added
-                added.add(override.key_or_group)
+        elif override.key_or_group.startswith("model.arch.") and override.key_or_group.count(".") == 2 \
+                and override.is_delete() and not deletes_own(override, own):
+            deleted.append(argument)
     unsure = {o.key_or_group for o in choosers if o.is_sweep_override() or o.is_delete()}  # the option varies by job
     typed = [t for t in typed if not unsure & {"experiment", t[0]}]
-    deleted = [] if unsure & {"experiment", "model"} else [a for a in deleted if a[1:].partition("=")[0] not in added]
+    deleted = [] if unsure & {"experiment", "model"} else deleted
     if not typed and not deleted:
         return
     try:

@@ -86,7 +86,7 @@ def metrics_json(metrics: dict) -> str:
 
 def hparam_values(cfg: DictConfig, metrics: dict, processes: int) -> dict:
     """The HPARAMS tab's columns: TensorBoard takes numbers, strings and bools, so a setting that
-    does not apply (steps of an adaptive solver, rtol/atol of a fixed grid, no seed) is -1."""
+    does not apply (steps of an adaptive solver, rtol/atol of a fixed grid, a seed from before it was recorded) is -1."""
     trainer, settings = cfg.trainer, run_settings(cfg)
     unset = lambda value: -1 if value is None else value  # noqa: E731
     return {

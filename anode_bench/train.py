@@ -98,12 +98,16 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         torch.set_num_threads(trainer.threads)
     set_tf32(trainer.tf32)  # the run's float32 convolutions and matmuls, and the probe's copies of them
     resumed = read_state(run_dir if trainer.resume is True else Path(trainer.resume), cfg, device) if trainer.resume else None
-    recorded = resumed[0]["progress"].get("seed", trainer.seed) if resumed else None  # None: a checkpoint from before
-    seed = recorded if recorded is not None else run_seed(trainer.seed, context)
-    torch.manual_seed(seed)
-    generator = torch.Generator(device).manual_seed(seed)  # the training loader's shuffles and crops
+    if resumed is None:
+        seed = data_seed = run_seed(trainer.seed, context)
+    else:  # the seed the run started from; a checkpoint from before it was recorded has trainer.seed, and 0 for the data
+        seed = resumed[0]["progress"].get("seed")
+        seed = trainer.seed if seed is None else seed
+        data_seed = 0 if seed is None else seed
+    torch.manual_seed(data_seed)  # a resume restores this state and the generator's
+    generator = torch.Generator(device).manual_seed(data_seed)  # the training loader's shuffles and crops
 
-    train_split, test_split = load_data_once(cfg, context, seed)
+    train_split, test_split = load_data_once(cfg, context, data_seed)
     shard, stats = (context.rank, context.world_size), channel_stats(train_split)  # stats: one pass over the images
     train_loader = make_loader(train_split, stats, trainer.batch_size, device, precision, train=True,
                                generator=generator, shard=shard)

@@ -120,12 +120,12 @@ def main() -> None:
         precision = PRECISIONS[cfg.trainer.precision]
         net = make_model(cfg, torch.device("cpu")).to(precision.dtype)
         net.load_state_dict(state["model"])
-        train_split, test_split = load_data(cfg)
+        [recorded] = find_runs(run)  # the run as anode-report reads it: its configuration key, and the seed it ran with
+        train_split, test_split = load_data(cfg, recorded.seed)  # synthetic images come from it
         loader = make_loader(test_split, channel_stats(train_split), args.batch, torch.device("cpu"), precision, train=False)
-        [recorded] = find_runs(run)  # the run as anode-report reads it, for its configuration key
         discretization = cfg.solver.get("steps") or cfg.solver.get("rtol")
         row = {"group": recorded.result_key(), "config": (cfg.grad.name, cfg.solver.name, discretization),
-               "seed": cfg.trainer.get("seed"), MODES[0]: 100 * accuracy(net, loader, False),
+               "seed": recorded.seed, MODES[0]: 100 * accuracy(net, loader, False),
                MODES[1]: 100 * accuracy(net, loader, True)}
         rows.append(row)
         print(f"| {run.name} | {' | '.join(map(str, row['config']))} | {row[MODES[0]]:.2f} | {row[MODES[1]]:.2f} |", flush=True)

@@ -119,6 +119,7 @@ def test_an_unknown_key_in_any_group_lists_the_groups_keys(override, message):
      "~model.arch.stem_widht: model=resnet18_aca's config sets no arch.stem_widht (~model.arch.KEY puts back the preset's "
      "value of a key the config sets); did you mean ~model.arch.stem_width? it sets: widths, stem_width"),
     (["~model.arch.widths"], "~model.arch.widths: model=resnet's config sets no arch.widths"),
+    (["+note=x", "~nota"], "nota is neither a config group nor a key"),
 ])
 def test_an_unknown_option_gets_a_did_you_mean(arguments, message):
     with pytest.raises(ConfigError) as error:
@@ -195,6 +196,7 @@ def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
                    "~model.arch.widths", "~experiment", "+note=baseline", "++tag=x", "--cfg", "job", "hydra/launcher=joblib"],
                   CONFIG_DIR)
     check_options(["model=resnet", "+model.arch.widths=[4]", "~model.arch.widths"], CONFIG_DIR)  # added, then deleted
+    check_options(["++model.arch={widths:[4,8,16,32]}", "~model.arch.widths", "+note=baseline", "~note"], CONFIG_DIR)
     check_options(["-m", "model=resnet,resnet18_aca", "~model.arch.stem_width"], CONFIG_DIR)  # each job's own, in the job
 
 

@@ -16,6 +16,7 @@ chosen training step, and send its own process SIGTERM in one chosen step.
 """
 import json
 import os
+import shutil
 import signal
 
 import numpy as np
@@ -259,6 +260,30 @@ def test_a_run_without_a_seed_records_the_one_it_drew_and_repeats_with_it(tmp_pa
     assert all(torch.equal(weights[k], reference[k]) for k in reference)
     other = train(config(*run, "trainer.seed=null", "trainer.epochs=1"), tmp_path / "other", torch.device("cpu"))
     assert other["seed"] != drawn["seed"]  # two 32-bit draws agree once in 4e9
+
+
+def test_a_checkpoint_from_before_the_seed_record_resumes_on_its_own_images(tmp_path, instrumented):
+    """A seedless run checkpointed before metrics.json recorded seeds drew its synthetic images from seed 0:
+    resumed, it keeps them (and its RNG states) and records no seed rather than a draw it never ran with.
+    Emulated by a seed-0 run whose checkpoints lose their seed and whose resume says trainer.seed=null;
+    resumed as the seed-0 run it was, it records seed 0."""
+    run = ["dataset.train_size=64", "dataset.test_size=32", "trainer.epochs=2", "trainer.max_steps_per_epoch=4",
+           "trainer.log_every=2", "probe.every=3"]
+    stopped = tmp_path / "stopped"
+    with pytest.raises(SystemExit):
+        train(config(*run, "trainer.seed=0", arch={"dropout": 0.2, "sigterm_at": 5}), stopped, torch.device("cpu"))
+    for path in (stopped / "checkpoints").glob("step_*.pt"):
+        state = torch.load(path, weights_only=True)
+        del state["progress"]["seed"]
+        torch.save(state, path)
+    shutil.copytree(stopped, tmp_path / "seeded")
+    seeded = train(config(*run, "trainer.seed=0", "trainer.resume=true", "trainer.resume_override=true",
+                          arch={"dropout": 0.2}), tmp_path / "seeded", torch.device("cpu"))
+    resumed = train(config(*run, "trainer.seed=null", "trainer.resume=true", "trainer.resume_override=true",
+                           arch={"dropout": 0.2}), stopped, torch.device("cpu"))
+    uninterrupted = train(config(*run, "trainer.seed=0", arch={"dropout": 0.2}), tmp_path / "never", torch.device("cpu"))
+    assert resumed["seed"] is None and uninterrupted["seed"] == 0
+    assert comparable(resumed) | {"seed": 0} == comparable(uninterrupted) == comparable(seeded)
 
 
 def test_a_run_resumed_from_an_epochs_end_trains_on_the_batches_of_one_never_stopped(tmp_path, instrumented):
