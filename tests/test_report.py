@@ -41,6 +41,7 @@ from anode_bench.report import (
 from anode_bench.report import plots as report_plots
 from anode_bench.report.comparison import repeated_seeds
 from anode_bench.report.runs import read_scalars
+from anode_bench.report.tables import mixed_timing
 from anode_bench.stats import paired, regularized_beta, t_cdf, t_quantile, welch
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module-scoped fixtures once
@@ -552,6 +553,32 @@ def test_seeds_without_spread_give_no_interval():
                                                               "above", 1.0, "")])
     assert row["CI low"] < 0 < row["CI high"] and row["paired difference"] == pytest.approx(1.0)
     assert row["paired CI low"] is None and row["verdict"] == NOT_AT_BUDGET
+
+
+def test_times_measured_under_other_thread_counts_are_named_under_the_configurations(synthetic):
+    """Seed 1 of the discrete baseline and of the adjoint ran on 1 thread, the other seeds on the default: each
+    configuration's step ms pools the two, and the report says so. anode's seed 2 resumed on 2 threads after 1
+    (trainer.threads changes no result, so it is still a completed run): its times mix the two. Without that
+    resume anode's runs share one setting, and anode leaves the list."""
+    tmp_path, a, b = synthetic
+    resumed = b / "2_grad=anode"
+    shutil.copytree(resumed / ".hydra", resumed / ".hydra.1")
+    (resumed / ".hydra.1" / "config.yaml").write_text(
+        (resumed / ".hydra" / "config.yaml").read_text().replace("threads: null", "threads: 1"))
+    config = resumed / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("threads: null", "threads: 2"))
+    run = {r.name: r for r in find_runs([a, b])}["sweep_b/2"]
+    assert run.completed and run.timed_under == "cpu, threads 1 then 2"
+    assert mixed_timing([[run]], [run], []) == ["anode, euler N_t=2: cpu, threads 1 then 2"]  # a run alone mixes them
+    content = report([a, b], tmp_path / "report", ["discrete"])
+    assert content["mixed timing"] == ["direct (discrete ResNet), euler N_t=1: cpu, threads default; cpu, threads 1",
+                                       "adjoint, euler N_t=2: cpu, threads default; cpu, threads 1",
+                                       "anode, euler N_t=2: cpu, threads default; cpu, threads 1 then 2"]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "- anode, euler N_t=2: cpu, threads default; cpu, threads 1 then 2" in text
+    shutil.rmtree(resumed / ".hydra.1")
+    config.write_text(config.read_text().replace("threads: 2", "threads: null"))
+    assert len(report([a, b], tmp_path / "report", ["discrete"])["mixed timing"]) == 2  # anode's runs: one setting
 
 
 def test_a_run_resumed_with_another_config_pools_with_none(synthetic):

@@ -17,7 +17,9 @@ listed as incomplete, with the epochs its events hold. Writes into --out (defaul
                        trainer.keep_checkpoints, trainer.eval_batch_size, dataset.root,
                        dataset.download, hydra.*, dataset.path's directory, and rtol/atol/max_steps
                        of a fixed-step solver, which ignores them) with mean ± std over
-                       seeds; the comparison against each --baseline; the claims; the plots
+                       seeds, naming the configurations whose step times pool more than one device or
+                       thread count (a run resumed on another counts); the comparison against each
+                       --baseline; the claims; the plots
   report.csv           the per-run table; configurations.csv and comparison.csv the other two
   report.json          every table and plotted series, numbers as numbers
   accuracy.png         test accuracy (%) and training loss per epoch: mean over the completed seeds
@@ -75,6 +77,7 @@ from .tables import (
     fmt,
     group_by_seed,
     markdown_table,
+    mixed_timing,
     run_cells,
     run_rows,
     series_label,
@@ -195,6 +198,7 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
     comparisons = {text: comparison_rows(groups, runs, keys, selector) for text, selector in selectors.items()}
     without = {text: unmatched(groups, selector, runs, keys, tuple(selectors.values())) for text, selector in selectors.items()}
     claims = claim_rows(groups, runs, keys)
+    timing = mixed_timing(groups, runs, keys)
 
     curves = curves_of(groups, runs, keys, CURVES)
     quality = {tag: series for tag, series in curves_of(groups, runs, keys, QUALITY).items() if series}
@@ -251,6 +255,8 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         "runs that diverged, did not finish or were resumed with another config are left out of the accuracy means.",
         "",
         markdown_table([configuration_cells(r) for r in config_rows]),
+        *(["Step ms and wall s pool times measured under different devices or thread counts (`trainer.threads`, which "
+           "changes no result) in:", "", *[f"- {line}" for line in timing], ""] if timing else []),
         "## Comparison with a baseline",
         "",
         "Mean final test accuracy of each configuration minus its baseline's, in percentage points, with the 95% Welch "
@@ -294,6 +300,7 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         "configurations": config_rows,
         "comparisons": comparisons,
         "without baseline": without,
+        "mixed timing": timing,
         "claims": claims,
         "plots": {"accuracy.png": curves, "memory.png": memory, "grad_error.png": error, "grad_error.png floor": floor,
                   "grad_quality.png": quality},

@@ -45,6 +45,15 @@ class Run:
         configured = self.get("trainer.seed")
         return configured if configured is not None else self.metrics.get(tags.SEED)
 
+    @cached_property
+    def timed_under(self) -> str:
+        """What the run's times (step ms, wall s) were measured under besides its config, which NOT_RESULT leaves out
+        because the numbers do not depend on it: the device and each invocation's trainer.threads, e.g.
+        'cpu, threads 1 then 2' for a run resumed on two threads."""
+        threads = dict.fromkeys(str(c.get("trainer.threads", "default")).replace("None", "default")
+                                for c in (*self.earlier, self.config))
+        return f"{self.metrics.get('device', '?')}, threads {' then '.join(threads)}"
+
     @property
     def adaptive(self) -> bool:
         return self.get("solver.steps") is None and self.get("solver.rtol") is not None

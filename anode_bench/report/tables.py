@@ -124,6 +124,18 @@ def describe(run: Run) -> dict:
     }
 
 
+def mixed_timing(groups: list[list[Run]], runs: list[Run], keys: list[str]) -> list[str]:
+    """'<configuration>: cpu, threads 1; cpu, threads 1 then 2' for each configuration whose runs' times were not all
+    measured under one device and thread count (a run resumed on another counts): its step ms and wall s mean
+    pools them, and set beside another configuration's they compare the settings as much as the methods."""
+    notes = []
+    for group in groups:
+        settings = list(dict.fromkeys(r.timed_under for r in group))
+        if len(settings) > 1 or " then " in settings[0]:
+            notes.append(f"{series_label(group[0], runs, keys, True)}: {'; '.join(settings)}")
+    return notes
+
+
 def run_rows(runs: list[Run], keys: list[str]) -> list[dict]:
     """One row per run; numbers stay numbers (None where the run has none), accuracy in %."""
     columns = columns_for(runs)
