@@ -133,10 +133,13 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         state, path = resumed
         progress = restore_state(state, net, optimizer, scheduler, device)
         progress.seed = seed
-        if progress.epoch >= trainer.epochs and (run_dir / "metrics.json").exists():
-            raise ConfigError(f"trainer.resume: {path} is the end of this finished run (epoch {progress.epoch} of "
-                              f"trainer.epochs={trainer.epochs}); nothing is left to train, and nothing was written (to "
-                              f"train on, raise trainer.epochs with trainer.resume_override=true)")
+        # at the end: a run killed between its last checkpoint and metrics.json finishes writing it; a finished
+        # run, or another run's end copied into this dir, has nothing to train
+        own = path.parent.parent.resolve() == run_dir.resolve()
+        if progress.epoch >= trainer.epochs and ((run_dir / "metrics.json").exists() or not own):
+            raise ConfigError(f"trainer.resume: {path} is the end of {'this finished run' if own else 'its run'} (epoch "
+                              f"{progress.epoch} of trainer.epochs={trainer.epochs}); nothing is left to train, and nothing "
+                              f"was written (to train on, raise trainer.epochs with trainer.resume_override=true)")
         log.info(f"resuming from {path}: epoch {progress.epoch + 1}, step {progress.step}")
     # purge_step drops events a killed run logged after its last checkpoint (or, restarted by resume=auto, at all)
     purge_step = progress.step if any(run_dir.glob("events.out.tfevents.*")) else None

@@ -186,6 +186,11 @@ def test_no_other_run_writes_over_a_run_dir(tmp_path):
             f"anode-train: trainer.resume: {run_dir / 'checkpoints' / 'step_00000002.pt'} is the end of this finished "
             "run (epoch 1 of trainer.epochs=1); nothing is left to train")
     assert files(run_dir) == written
+    copy = tmp_path / "copy"  # the end of another run, into a new dir: it would write a second finished run
+    refused([f"trainer.resume={run_dir}", f"hydra.run.dir={copy}"],
+            f"anode-train: trainer.resume: {run_dir / 'checkpoints' / 'step_00000002.pt'} is the end of its run (epoch 1 "
+            "of trainer.epochs=1); nothing is left to train")
+    assert not copy.exists()
 
 
 TINY = ["experiment=smoke", "trainer.max_steps_per_epoch=2", "probe.every=0", "dataset.train_size=128",
