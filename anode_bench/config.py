@@ -409,6 +409,25 @@ LAUNCHER_PLUGINS = {"slurm": "hydra_plugins.hydra_submitit_launcher", "submitit_
                     "local_parallel": "hydra_plugins.hydra_joblib_launcher", "joblib": "hydra_plugins.hydra_joblib_launcher"}
 
 
+def check_sweeps(arguments: list[str], config_name: str = "train") -> None:
+    """ConfigError for `key=a,b` (or choice/range/glob) on a line without -m: Hydra's report is six lines
+    ("Ambiguous value for argument"). anode-gradcheck has no sweep: its gradcheck.* lists are its grid."""
+    if any(a in ("-m", "--multirun") or a.replace(" ", "") == "hydra.mode=MULTIRUN" for a in arguments):
+        return
+    lists = {"grad": "gradcheck.grads", "solver": "gradcheck.solvers", "solver.steps": "gradcheck.steps"}
+    for argument, override in parsed_overrides(arguments):
+        if not override.is_sweep_override():
+            continue
+        key = override.key_or_group
+        if config_name == "train":
+            raise ConfigError(f"{argument} is a sweep (one job per value): add -m")
+        values = ",".join(override.sweep_string_iterator()) if override.value_type.name == "SIMPLE_CHOICE_SWEEP" else "..."
+        what = (f"{lists[key]}=[{values}]" if key in lists
+                else "gradcheck.grads, gradcheck.solvers and gradcheck.steps")
+        raise ConfigError(f"{argument} is a sweep; anode-gradcheck measures one config, and its lists set what it "
+                          f"compares: {what}")
+
+
 def check_launcher(arguments: list[str]) -> None:
     """ConfigError for a hydra/launcher= whose plugin is not installed: Hydra's own report names a config it
     could not load, not the package that provides it."""
@@ -429,6 +448,7 @@ def check_options(arguments: list[str], config_dir: str | Path, config_name: str
     to Hydra."""
     check_deletions(arguments, config_dir)
     check_launcher(arguments)
+    check_sweeps(arguments, config_name)
     groups = config_options(config_dir)
     tops = {*groups, *group_keys(), *{key.split(".")[0] for key in groups}} - ({"gradcheck"} if config_name == "train" else set())
     own = set_on_line(arguments)
@@ -471,25 +491,32 @@ def check_chosen_keys(arguments: list[str], config_dir: str | Path, config_name:
     - any other plain `solver.K=` or `grad.K=` that the option's yaml lacks (`grad.checkpoints=3`
       with aca): Hydra's multi-line report would point at `+grad.checkpoints`, which `validate`
       then refuses; say so at once, with the option's keys;
-    - `~model.arch.K` of a key the chosen model's config does not set (Hydra: "Could not delete").
+    - `~model.arch.K` or a plain `model.arch.K=V` of a key the chosen model's config does not set (Hydra:
+      "Could not delete", or seven lines of "Key 'K' is not in struct").
     """
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    typed, choosers, deleted, own = [], [], [], set_on_line(arguments)
+    typed, choosers, deleted, plain_arch, line_arch = [], [], [], [], set()
     for argument, override in parsed_overrides(arguments):
         group, _, key = override.key_or_group.partition(".")
         if group in ("solver", "grad") and key and "." not in key and not override.is_delete():
             typed.append((group, key, argument.split("=", 1)[1], override.is_add() or override.is_force_add()))
         elif override.key_or_group in ("experiment", "solver", "grad", "model"):
             choosers.append(override)
-        elif override.key_or_group.startswith("model.arch.") and override.key_or_group.count(".") == 2 \
-                and override.is_delete() and not deletes_own(override, own):
-            deleted.append(argument)
+        elif override.key_or_group == "model.arch" and not override.is_delete() and isinstance(override.value(), dict):
+            line_arch |= set(override.value())  # ++model.arch={widths: [...]}: keys a later model.arch.K may use
+        elif override.key_or_group.startswith("model.arch.") and override.key_or_group.count(".") == 2:
+            if override.is_delete():
+                deleted.append(argument)
+            elif override.is_add() or override.is_force_add():
+                line_arch.add(override.key_or_group.removeprefix("model.arch."))
+            else:
+                plain_arch.append(argument)
     unsure = {o.key_or_group for o in choosers if o.is_sweep_override() or o.is_delete()}  # the option varies by job
     typed = [t for t in typed if not unsure & {"experiment", t[0]}]
-    deleted = [] if unsure & {"experiment", "model"} else deleted
-    if not typed and not deleted:
+    deleted, plain_arch = ([], []) if unsure & {"experiment", "model"} else (deleted, plain_arch)
+    if not typed and not deleted and not plain_arch:
         return
     try:
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
@@ -505,9 +532,14 @@ def check_chosen_keys(arguments: list[str], config_dir: str | Path, config_name:
             raise ConfigError(f"{group}.{key} is not a key of {group}={cfg[group].name};"
                               f"{did_you_mean(key, keys, group + '.')} its keys: {', '.join(keys)}")
     arch = list(cfg.model.get("arch") or {})
+    arch_on_line = [*arch, *sorted(line_arch - set(arch))]
     for argument in deleted:  # ~model.arch.KEY of a key the preset's config does not set: Hydra's two-line report
         key = argument[1:].partition("=")[0].removeprefix("model.arch.")
-        if key not in arch:
+        if key not in arch_on_line:
             raise ConfigError(f"{argument}: model={cfg.model.name}'s config sets no arch.{key} (~model.arch.KEY puts back "
                               f"the preset's value of a key the config sets);{did_you_mean(key, arch, '~model.arch.')} "
                               f"it sets: {', '.join(arch) or 'none'}")
+    for argument in plain_arch:  # model.arch.KEY=V of a key the config does not set: Hydra's "not in struct", 7 lines
+        key = argument.partition("=")[0].removeprefix("model.arch.")
+        if key not in arch_on_line:
+            raise ConfigError(f"{argument}: model={cfg.model.name}'s config sets no arch.{key}; add it with a +: +{argument}")

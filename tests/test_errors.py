@@ -120,6 +120,11 @@ def test_an_unknown_key_in_any_group_lists_the_groups_keys(override, message):
      "value of a key the config sets); did you mean ~model.arch.stem_width? it sets: widths, stem_width"),
     (["~model.arch.widths"], "~model.arch.widths: model=resnet's config sets no arch.widths"),
     (["+note=x", "~nota"], "nota is neither a config group nor a key"),
+    (["experiment=smoke", "model.arch.widths=[8,16]"],
+     "model.arch.widths=[8,16]: model=resnet_tiny's config sets no arch.widths; add it with a +: +model.arch.widths=[8,16]"),
+    (["++model.arch={widths:[4,8,16,32]}", "model.arch.stem_width=4"], "model.arch.stem_width=4: model=resnet's config"),
+    (["experiment=smoke", "grad=direct,aca"], "grad=direct,aca is a sweep (one job per value): add -m"),
+    (["trainer.seed=choice(1)"], "trainer.seed=choice(1) is a sweep (one job per value): add -m"),
 ])
 def test_an_unknown_option_gets_a_did_you_mean(arguments, message):
     with pytest.raises(ConfigError) as error:
@@ -197,6 +202,11 @@ def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
                   CONFIG_DIR)
     check_options(["model=resnet", "+model.arch.widths=[4]", "~model.arch.widths"], CONFIG_DIR)  # added, then deleted
     check_options(["++model.arch={widths:[4,8,16,32]}", "~model.arch.widths", "+note=baseline", "~note"], CONFIG_DIR)
+    check_options(["++model.arch={widths:[4,8,16,32]}", "model.arch.widths=[2,4,8,16]"], CONFIG_DIR)
+    check_options(["hydra.mode=MULTIRUN", "grad=direct,aca"], CONFIG_DIR)
+    with pytest.raises(ConfigError, match=r"^grad=direct,aca is a sweep; anode-gradcheck measures one config, and its "
+                                          r"lists set what it compares: gradcheck.grads=\[direct,aca\]$"):
+        check_options(["grad=direct,aca"], CONFIG_DIR, "gradcheck")
     check_options(["-m", "model=resnet,resnet18_aca", "~model.arch.stem_width"], CONFIG_DIR)  # each job's own, in the job
 
 
