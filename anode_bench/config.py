@@ -143,6 +143,9 @@ class TrainerConfig:
         _require(self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
                  f"trainer.max_steps_per_epoch must be >= 1 or null, got {self.max_steps_per_epoch}")
         _require(isinstance(self.resume, (bool, str)), f"trainer.resume must be true, false, auto or a path, got {self.resume!r}")
+        _require(not isinstance(self.resume, str) or self.resume == "auto" or Path(self.resume).exists(),
+                 f"trainer.resume={self.resume}: no such file or directory; trainer.resume takes true (this run dir's "
+                 f"newest checkpoint), auto (that, or a fresh start), false, or a run dir or checkpoint file")
         _require(self.keep_checkpoints >= 2,
                  f"trainer.keep_checkpoints must be >= 2 (one may be cut by a kill), got {self.keep_checkpoints}")
 

@@ -1,6 +1,7 @@
 """Reliability: preemption-safe resumable runs, divergence as a result, one clear line per bad input."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -319,6 +320,8 @@ def test_a_multirun_with_one_diverging_job_finishes_both(tmp_path):
     ("dataset=synthetic dataset.path=x.npz", "dataset.path=x.npz does not apply to dataset=synthetic"),
     ("trainer.seed=-1", "trainer.seed must be >= 0 or null (a random seed), got -1"),
     ("trainer.milestones=[2,2]", "trainer.milestones must be strictly increasing epochs >= 1, got [2, 2]"),
+    ("trainer.resume=yes", "trainer.resume=yes: no such file or directory; trainer.resume takes true (this run dir's "
+                           "newest checkpoint), auto (that, or a fresh start), false, or a run dir or checkpoint file"),
     # a null the ODE core would replace by its default while the run's record says null
     ("solver.steps=null", "fixed-step solver 'euler' needs steps"),
     ("solver=dopri5 solver.name=euler", "fixed-step solver 'euler' needs steps"),
@@ -386,6 +389,13 @@ def test_the_cli_answers_bad_input_with_one_line_and_exit_2_before_touching_data
     assert code == 2
     assert stderr.strip().splitlines() == ["anode-train: trainer.epochs must be >= 1, got 0"]
     assert not (tmp_path / "data").exists()
+    (tmp_path / "outputs" / "2026-01-01").mkdir(parents=True)  # another day's: not this refusal's to remove
+    code, stderr = finished(anode_train(["experiment=smoke", "trainer.resume=true"], tmp_path))  # the default run dir
+    assert code == 2 and sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["2026-01-01"]
+    [line] = stderr.strip().splitlines()
+    assert re.fullmatch(r"anode-train: trainer.resume=true continues the run in hydra.run.dir, and \S+/outputs/"
+                        r"\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d holds no checkpoint: name the run, hydra.run.dir=RUN_DIR \(or "
+                        r"trainer.resume=RUN_DIR to continue it in a new directory\)", line), line
 
 
 def test_a_filesystem_without_flock_runs_unguarded_and_says_so(tmp_path, monkeypatch, caplog):
