@@ -356,6 +356,19 @@ def group_keys() -> dict[str, list[str]]:
     return {"solver": list(SOLVER_KEYS), **{group: [f.name for f in dataclasses.fields(schema)] for group, schema in SCHEMAS.items()}}
 
 
+def owners_of(name: str, config_name: str = "train") -> list[str]:
+    """'group.name' for each group of the tool's config (anode-train has no gradcheck group) that has the key."""
+    return [f"{group}.{name}" for group, keys in group_keys().items()
+            if name in keys and not (group == "gradcheck" and config_name == "train")]
+
+
+def did_you_mean_key(name: str, tops, config_name: str = "train") -> str:
+    """' did you mean trainer.epochs?' for a group's key typed without its group (epochs=3), else the closest
+    group or top-level name to the first part (trainr.lr=1: ' did you mean trainer?')."""
+    owners = owners_of(name, config_name)
+    return f" did you mean {' or '.join(owners)}?" if owners else did_you_mean(name.split(".")[0], tops)
+
+
 def parsed_overrides(arguments: list[str]):
     """(argument, Hydra's Override) for each `key=value` or `~key` argument Hydra's grammar accepts; flags
     and what the grammar rejects are skipped (Hydra reports those itself)."""
@@ -412,6 +425,29 @@ LAUNCHER_PLUGINS = {"slurm": "hydra_plugins.hydra_submitit_launcher", "submitit_
                     "local_parallel": "hydra_plugins.hydra_joblib_launcher", "joblib": "hydra_plugins.hydra_joblib_launcher"}
 
 
+# Hydra's own command-line flags (hydra/_internal/utils.py get_args_parser), which take no key=value form
+HYDRA_FLAGS = {"-h", "--help", "-hh", "--hydra-help", "--version", "-c", "--cfg", "--resolve", "-p", "--package",
+               "-r", "--run", "-m", "--multirun", "-sc", "--shell-completion", "-cp", "--config-path", "-cn",
+               "--config-name", "-cd", "--config-dir", "--experimental-rerun", "-i", "--info"}
+
+
+def check_flags(arguments: list[str], config_name: str = "train") -> None:
+    """ConfigError for a --flag Hydra does not know (`--epochs 3`): argparse's answer is an eight-line usage
+    block with no hint; say that settings are key=value overrides and name the key that was meant."""
+    for i, argument in enumerate(arguments):
+        flag, equals, value = argument.partition("=")
+        if not argument.startswith("-") or flag in HYDRA_FLAGS:
+            continue
+        following = arguments[i + 1] if i + 1 < len(arguments) else ""
+        if not equals and following and not following.startswith("-") and "=" not in following:
+            value = following
+        name = flag.lstrip("-").replace("-", "_")
+        owners = owners_of(name, config_name)
+        meant = " or ".join(f"{owner}={value or 'VALUE'}" for owner in owners)
+        hint = f" did you mean {meant}?" if owners else ""
+        raise ConfigError(f"{flag}: settings are key=value overrides, not --options;{hint} --help lists them")
+
+
 def check_sweeps(arguments: list[str], config_name: str = "train") -> None:
     """ConfigError for `key=a,b` (or choice/range/glob) on a line without -m: Hydra's report is six lines
     ("Ambiguous value for argument"). anode-gradcheck has no sweep: its gradcheck.* lists are its grid."""
@@ -449,6 +485,7 @@ def check_options(arguments: list[str], config_dir: str | Path, config_name: str
     whose option config_dir/<group>/ lacks, or the first `group.key=value` whose group has no such
     key, or a deletion check_deletions refuses. Flags and whatever Hydra's grammar rejects are left
     to Hydra."""
+    check_flags(arguments, config_name)
     check_deletions(arguments, config_dir)
     check_launcher(arguments)
     check_sweeps(arguments, config_name)
@@ -462,7 +499,7 @@ def check_options(arguments: list[str], config_dir: str | Path, config_name: str
             continue
         plain = not (override.is_add() or override.is_force_add())  # +note=x adds a key of the user's own
         if plain and top not in tops and top != "hydra":  # foo=1: Hydra would say "Key 'foo' is not in struct"
-            raise ConfigError(f"{group} is neither a config group nor a key;{did_you_mean(top, tops)} "
+            raise ConfigError(f"{group} is neither a config group nor a key;{did_you_mean_key(group, tops, config_name)} "
                               f"the groups: {', '.join(sorted(tops))}")
         known = group_keys().get(group.split(".")[0])
         if known is not None and group.count(".") == 1:  # trainer.lrr=3: Hydra would say "Could not override"

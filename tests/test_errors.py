@@ -125,6 +125,11 @@ def test_an_unknown_key_in_any_group_lists_the_groups_keys(override, message):
     (["++model.arch={widths:[4,8,16,32]}", "model.arch.stem_width=4"], "model.arch.stem_width=4: model=resnet's config"),
     (["experiment=smoke", "grad=direct,aca"], "grad=direct,aca is a sweep (one job per value): add -m"),
     (["trainer.seed=choice(1)"], "trainer.seed=choice(1) is a sweep (one job per value): add -m"),
+    (["--epochs", "3"], "--epochs: settings are key=value overrides, not --options; did you mean trainer.epochs=3? --help"),
+    (["--batch-size=64"], "--batch-size: settings are key=value overrides, not --options; did you mean "
+                          "trainer.batch_size=64 or probe.batch_size=64? --help lists them"),
+    (["-x"], "-x: settings are key=value overrides, not --options; --help lists them"),
+    (["epochs=3"], "epochs is neither a config group nor a key; did you mean trainer.epochs? the groups:"),
 ])
 def test_an_unknown_option_gets_a_did_you_mean(arguments, message):
     with pytest.raises(ConfigError) as error:
@@ -204,6 +209,7 @@ def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
     check_options(["++model.arch={widths:[4,8,16,32]}", "~model.arch.widths", "+note=baseline", "~note"], CONFIG_DIR)
     check_options(["++model.arch={widths:[4,8,16,32]}", "model.arch.widths=[2,4,8,16]"], CONFIG_DIR)
     check_options(["hydra.mode=MULTIRUN", "grad=direct,aca"], CONFIG_DIR)
+    check_options(["-cn", "train", "--config-dir", "configs", "-c", "job", "--resolve", "-p", "trainer"], CONFIG_DIR)
     with pytest.raises(ConfigError, match=r"^grad=direct,aca is a sweep; anode-gradcheck measures one config, and its "
                                           r"lists set what it compares: gradcheck.grads=\[direct,aca\]$"):
         check_options(["grad=direct,aca"], CONFIG_DIR, "gradcheck")
