@@ -320,12 +320,16 @@ def run_command(prog: str, hydra_main, config_name: str) -> None:
         hydra_main()
     except SystemExit as exit:
         raise SystemExit(CONFIG_EXIT if exit.code == 1 and not ConfigComposed.composed else exit.code) from None
-    except Exception:  # HYDRA_FULL_ERROR=1: Hydra re-raises instead of exiting 1
+    except Exception as error:  # HYDRA_FULL_ERROR=1: Hydra re-raises instead of exiting 1; and its flag checks
         if ConfigComposed.composed:
             raise
+        import os
         import traceback
 
-        traceback.print_exc()
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            traceback.print_exc()
+        else:  # e.g. -m with --cfg: Hydra raises "Only one of --run, --multirun, --cfg, ..." before its own handler
+            print(f"{prog}: {_one_line(error)}", file=sys.stderr)
         raise SystemExit(CONFIG_EXIT) from None
 
 

@@ -238,6 +238,17 @@ def test_every_config_error_exits_2_and_leaves_no_run_dir(tmp_path, override, fi
     assert not run_dir.exists() and not (tmp_path / "outputs").exists()
 
 
+def test_hydras_own_flag_conflict_is_one_line_and_a_traceback_only_when_asked(tmp_path):
+    """-m with --cfg: Hydra raises a ValueError before its own error handling; one line, exit 2, unless
+    HYDRA_FULL_ERROR=1 asks for the traceback."""
+    result = anode_train_cli(["-m", "experiment=smoke", "--cfg", "job"], tmp_path)
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        "anode-train: Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"], result.stderr
+    full = subprocess.run([sys.executable, "-m", "anode_bench.train", "-m", "experiment=smoke", "--cfg", "job"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+    assert full.returncode == 2 and full.stderr.startswith("Traceback"), full.stderr
+
+
 def test_a_solver_sweep_refuses_appended_error_control_in_its_fixed_step_job(tmp_path):
     """Each job refuses its own bad config in one line and fails alone; the sweep runs the rest and exits 1."""
     result = anode_train_cli(["-m", "experiment=smoke", "solver=euler,rk4", "++solver.rtol=1e-3",
