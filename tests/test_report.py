@@ -455,7 +455,8 @@ def test_synthetic_sweep_groups_across_resume_compares_and_judges_claims(synthet
     assert quality["grad_error/rel_l2"]["adjoint, euler N_t=2"]["y"] == pytest.approx([0.5] * 3)
     accuracy = content["plots"]["accuracy.png"]["test/acc"]["direct (discrete ResNet), euler N_t=1"]
     # anode's seeds average to the baseline's curve: the line hidden under another is named in report.md
-    note = "accuracy.png, test accuracy: `anode, euler N_t=2` is identical to `direct (discrete ResNet), euler N_t=1`"
+    note = ("accuracy.png, test accuracy: the line of `anode, euler N_t=2` lies under `direct (discrete ResNet), "
+            "euler N_t=1`'s (the same value at every point)")
     assert note in content["identical"] and note in md
     assert not any(n.startswith("accuracy.png, test accuracy: `adjoint") for n in content["identical"])
     assert accuracy["y"][-1] == pytest.approx(72.0) and (accuracy["min"][-1], accuracy["max"][-1]) == pytest.approx((70.0, 74.0))
@@ -710,7 +711,13 @@ def test_several_dirs_default_output_and_bad_baselines(synthetic, capsys):
     with pytest.raises(SystemExit, match=r"--baseline grad\.nam=direct: no run's config has grad\.nam \(groups: grad,"):
         main([str(a), "--baseline", "grad.nam=direct"])
     with pytest.raises(SystemExit, match="each part must be KEY=VALUE"):
-        main([str(a), "--baseline", "direct"])
+        main([str(a), "--baseline", "grad=direct,solver"])
+    with pytest.raises(SystemExit, match=r"--baseline anod: no run has grad=anod; a bare name is a gradient method "
+                                         r"\(the runs': adjoint, direct\)"):
+        main([str(a), "--baseline", "anod"])
+    main([str(a), str(b), "--baseline", "adjoint", "--out", str(tmp_path / "adjoint")])  # a bare name: grad=adjoint
+    [row] = json.loads((tmp_path / "adjoint" / "report.json").read_text())["comparisons"]["adjoint"]
+    assert row["method"].startswith("anode") and row["baseline"].startswith("adjoint")
 
 
 def test_a_step_written_twice_keeps_its_latest_value(tmp_path):

@@ -68,7 +68,7 @@ from pathlib import Path
 from anode_bench import tags
 
 from .claims import CLAIMS, CONTRADICTED, NEEDS_SEEDS, NOT_AT_BUDGET, REPRODUCED, Claim, claim_rows, verdict
-from .comparison import GROUPS, SelectorError, accuracy_by_seed, comparison_rows, parse_selector, unmatched
+from .comparison import GROUPS, SHORTHANDS, SelectorError, accuracy_by_seed, comparison_rows, parse_selector, unmatched
 from .plots import epoch_curve, identical_series, plot_curves, plot_versus, unique_label, versus_discretization
 from .runs import Run, common_root, find_runs
 from .tables import (
@@ -186,7 +186,11 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         raise FileNotFoundError(f"no run under {', '.join(map(str, roots))}: a run directory holds metrics.json "
                                 "(or .hydra/config.yaml and events)")
     known = {k for run in runs for k in run.config}
+    grads = sorted({str(run.get("grad.name")) for run in runs if run.get("grad.name")})
     for text, selector in selectors.items() if given else ():
+        if "=" not in text and text not in SHORTHANDS and selector["grad.name"] not in grads:
+            raise SelectorError(f"--baseline {text}: no run has grad={text}; a bare name is a gradient method (the runs': "
+                                f"{', '.join(grads)}), else give KEY=VALUE[,KEY=VALUE] or one of: {', '.join(SHORTHANDS)}")
         unknown = [k for k in selector if k not in known]
         if unknown:
             raise SelectorError(f"--baseline {text}: no run's config has {', '.join(unknown)} "
@@ -228,7 +232,7 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
     sources = " ".join(str(r) for r in roots) + (f" --out {shown}" if out != base else "")
     floors = any(tags.mean_key(tags.GRAD_FLOOR) in r.metrics for r in runs)
     text = [
-        f"# Report: {base.name or base}",
+        f"# Report: {out.name or out}",
         "",
         f"{len(runs)} runs in {len(groups)} configurations ({diverged} diverged), device {', '.join(devices) or '?'}. "
         f"Regenerate with `anode-report {sources}"

@@ -20,8 +20,11 @@ class SelectorError(ValueError):
 
 def parse_selector(text: str) -> dict[str, str]:
     """'grad=direct,solver.steps=1' -> {'grad.name': 'direct', 'solver.steps': '1'}; a bare group name means its
-    option (grad -> grad.name); 'discrete' is the discrete residual network (euler, N_t = 1, direct)."""
+    option (grad -> grad.name); 'discrete' is the discrete residual network (euler, N_t = 1, direct); any other
+    bare word is a gradient method ('anode' -> grad=anode)."""
     text = SHORTHANDS.get(text.strip(), text)
+    if text.strip() and "=" not in text and "," not in text:
+        return {"grad.name": text.strip()}
     selector = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")

@@ -62,14 +62,15 @@ def versus_discretization(groups: list[list[Run]], runs: list[Run], keys: list[s
 
 
 def identical_series(panels: dict) -> list[str]:
-    """'<panel>: A is identical to B' for every series whose points equal an earlier one's (it hides under it)."""
+    """'<panel>: the line of A lies under B's (the same value at every point)' for every series whose points
+    equal an earlier one's, which a plot cannot show."""
     notes = []
     for panel, series in panels.items():
         seen: dict[tuple, str] = {}
         for label, s in series.items():
             points = (tuple(s["x"]), tuple(s["y"]))
             if points in seen:
-                notes.append(f"{panel}: `{label}` is identical to `{seen[points]}`")
+                notes.append(f"{panel}: the line of `{label}` lies under `{seen[points]}`'s (the same value at every point)")
             else:
                 seen[points] = label
     return notes
