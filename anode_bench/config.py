@@ -380,8 +380,10 @@ def parsed_overrides(arguments: list[str]):
     from hydra.errors import HydraException
 
     parser = OverridesParser.create()
-    for argument in arguments:
+    for i, argument in enumerate(arguments):
         if argument.startswith("-") or "=" not in argument and not argument.startswith("~"):
+            continue
+        if i and is_hydra_flag(arguments[i - 1], "--shell-completion"):  # -sc install=bash: the flag's own argument
             continue
         try:
             [override] = parser.parse_overrides([argument])
@@ -429,10 +431,19 @@ LAUNCHER_PLUGINS = {"slurm": "hydra_plugins.hydra_submitit_launcher", "submitit_
                     "local_parallel": "hydra_plugins.hydra_joblib_launcher", "joblib": "hydra_plugins.hydra_joblib_launcher"}
 
 
-# Hydra's own command-line flags (hydra/_internal/utils.py get_args_parser), which take no key=value form
-HYDRA_FLAGS = {"-h", "--help", "-hh", "--hydra-help", "--version", "-c", "--cfg", "--resolve", "-p", "--package",
-               "-r", "--run", "-m", "--multirun", "-sc", "--shell-completion", "-cp", "--config-path", "-cn",
-               "--config-name", "-cd", "--config-dir", "--experimental-rerun", "-i", "--info"}
+# Hydra's own command-line flags (hydra/_internal/utils.py get_args_parser), long -> short, which take no key=value form
+HYDRA_FLAGS = {"--help": "-h", "--hydra-help": "-hh", "--version": None, "--cfg": "-c", "--resolve": None,
+               "--package": "-p", "--run": "-r", "--multirun": "-m", "--shell-completion": "-sc", "--config-path": "-cp",
+               "--config-name": "-cn", "--config-dir": "-cd", "--experimental-rerun": None, "--info": "-i"}
+
+
+def is_hydra_flag(argument: str, flag: str | None = None) -> bool:
+    """Whether `argument` (up to any '=') is one of Hydra's flags, or the long `flag` when given, in its long or
+    short form or (as argparse takes it) as the unambiguous start of the long one: --multi for --multirun."""
+    name = argument.partition("=")[0]
+    longs = list(HYDRA_FLAGS) if flag is None else [flag]
+    return any(name in (long, HYDRA_FLAGS[long]) or (len(name) > 2 and name.startswith("--") and long.startswith(name))
+               for long in longs)
 
 
 def check_flags(arguments: list[str], config_name: str = "train") -> None:
@@ -440,7 +451,7 @@ def check_flags(arguments: list[str], config_name: str = "train") -> None:
     block with no hint; say that settings are key=value overrides and name the key that was meant."""
     for i, argument in enumerate(arguments):
         flag, equals, value = argument.partition("=")
-        if not argument.startswith("-") or flag in HYDRA_FLAGS:
+        if not argument.startswith("-") or is_hydra_flag(argument):
             continue
         following = arguments[i + 1] if i + 1 < len(arguments) else ""
         if not equals and following and not following.startswith("-") and "=" not in following:
@@ -455,10 +466,13 @@ def check_flags(arguments: list[str], config_name: str = "train") -> None:
 def check_sweeps(arguments: list[str], config_name: str = "train") -> None:
     """ConfigError for `key=a,b` (or choice/range/glob) on a line without -m: Hydra's report is six lines
     ("Ambiguous value for argument"). anode-gradcheck has no sweep: its gradcheck.* lists are its grid."""
-    if any(a in ("-m", "--multirun") or a.replace(" ", "") == "hydra.mode=MULTIRUN" for a in arguments):
+    parsed = list(parsed_overrides(arguments))
+    if any(is_hydra_flag(a, "--multirun") for a in arguments) or any(
+            o.key_or_group == "hydra.mode" and str(o.value()).strip("'\"").upper() == "MULTIRUN" for _, o in parsed):
         return
-    lists = {"grad": "gradcheck.grads", "solver": "gradcheck.solvers", "solver.steps": "gradcheck.steps"}
-    for argument, override in parsed_overrides(arguments):
+    lists = {"grad": "gradcheck.grads", "solver": "gradcheck.solvers", "solver.steps": "gradcheck.steps",
+             "solver.rtol": "gradcheck.rtols"}
+    for argument, override in parsed:
         if not override.is_sweep_override():
             continue
         key = override.key_or_group
@@ -466,7 +480,7 @@ def check_sweeps(arguments: list[str], config_name: str = "train") -> None:
             raise ConfigError(f"{argument} is a sweep (one job per value): add -m")
         values = ",".join(override.sweep_string_iterator()) if override.value_type.name == "SIMPLE_CHOICE_SWEEP" else "..."
         what = (f"{lists[key]}=[{values}]" if key in lists
-                else "gradcheck.grads, gradcheck.solvers and gradcheck.steps")
+                else "gradcheck.grads, gradcheck.solvers, gradcheck.steps and gradcheck.rtols")
         raise ConfigError(f"{argument} is a sweep; anode-gradcheck measures one config, and its lists set what it "
                           f"compares: {what}")
 

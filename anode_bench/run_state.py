@@ -222,10 +222,11 @@ def save_record(run_dir: Path, record: dict[str, str], fresh: bool = False) -> N
 def remove_if_empty(run_dir: Path) -> None:
     """Drop the run dir Hydra made for a run that was then refused, if nothing is in it (the
     configs delay train.log's creation to its first line, so a refused run leaves none), and the
-    default layout's date directory above it (outputs/2026-12-07/) if that is then empty too."""
+    date directory of Hydra's default layout above it (outputs/2026-12-07/20-39-16) if that is then
+    empty too; a directory the user named is never more than the run dir itself."""
     with contextlib.suppress(OSError):
         run_dir.rmdir()  # only an empty directory goes
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name):
+        if re.fullmatch(r"\d\d-\d\d-\d\d", run_dir.name) and re.fullmatch(r"\d{4}-\d\d-\d\d", run_dir.parent.name):
             run_dir.parent.rmdir()
 
 

@@ -244,9 +244,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
                 cfg.trainer.resume = any(checkpoint_dir(run_dir).glob("step_*.pt"))  # else start afresh, here
             check_nothing_overwritten(run_dir, cfg.trainer.resume, auto, context)
             if cfg.trainer.resume is True and not any(checkpoint_dir(run_dir).glob("step_*.pt*")):
-                raise ConfigError(f"trainer.resume=true continues the run in hydra.run.dir, and {run_dir} holds no "
-                                  f"checkpoint: name the run, hydra.run.dir=RUN_DIR (or trainer.resume=RUN_DIR to "
-                                  f"continue it in a new directory)")
+                where = ("hydra.sweep.dir=SWEEP_DIR (the sweep whose jobs to continue; trainer.resume=auto also starts "
+                         "the ones without a checkpoint)" if hydra_cfg.mode == RunMode.MULTIRUN else
+                         "hydra.run.dir=RUN_DIR (or trainer.resume=RUN_DIR to continue it in a new directory)")
+                raise ConfigError(f"trainer.resume=true continues the run in its run dir, and {run_dir} holds no "
+                                  f"checkpoint: name the run, {where}")
             context.barrier()  # every rank has looked before rank 0 writes
             metrics = train(cfg, run_dir, device, context, record)
         except (ConfigError, DataError, CheckpointError) as error:

@@ -3,7 +3,7 @@ model, solver and grad on synthetic CIFAR-shaped images, and the aten ops per st
 
     python scripts/profile_step.py experiment=aca_cifar10 --device cuda            # 20 steps, the experiment's batch
     python scripts/profile_step.py experiment=anode_cifar10 --device cuda
-    python scripts/profile_step.py experiment=aca_cifar10 --batch 2 --steps 2 model.arch.widths=[4,8,16,32] model.arch.stem_width=4
+    python scripts/profile_step.py experiment=aca_cifar10 --batch 2 --steps 2 +model.arch.widths=[4,8,16,32] +model.arch.stem_width=4
 
 Arguments after the options are anode-train overrides (the same config groups). It prints:
 - wall ms per step (synchronized), and on CUDA the GPU-busy fraction: the union of kernel

@@ -208,11 +208,15 @@ def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
     check_options(["model=resnet", "+model.arch.widths=[4]", "~model.arch.widths"], CONFIG_DIR)  # added, then deleted
     check_options(["++model.arch={widths:[4,8,16,32]}", "~model.arch.widths", "+note=baseline", "~note"], CONFIG_DIR)
     check_options(["++model.arch={widths:[4,8,16,32]}", "model.arch.widths=[2,4,8,16]"], CONFIG_DIR)
-    check_options(["hydra.mode=MULTIRUN", "grad=direct,aca"], CONFIG_DIR)
+    for multirun in (["hydra.mode=MULTIRUN"], ["++hydra.mode=MULTIRUN"], ["hydra.mode='MULTIRUN'"], ["--multi"]):
+        check_options([*multirun, "grad=direct,aca"], CONFIG_DIR)  # argparse takes --multi for --multirun
+    check_options(["-sc", "install=bash"], CONFIG_DIR)  # the flag's argument, not an override
     check_options(["-cn", "train", "--config-dir", "configs", "-c", "job", "--resolve", "-p", "trainer"], CONFIG_DIR)
     with pytest.raises(ConfigError, match=r"^grad=direct,aca is a sweep; anode-gradcheck measures one config, and its "
                                           r"lists set what it compares: gradcheck.grads=\[direct,aca\]$"):
         check_options(["grad=direct,aca"], CONFIG_DIR, "gradcheck")
+    with pytest.raises(ConfigError, match=r"gradcheck.rtols=\[0.1,0.01\]$"):
+        check_options(["solver=dopri5", "solver.rtol=0.1,0.01"], CONFIG_DIR, "gradcheck")
     check_options(["-m", "model=resnet,resnet18_aca", "~model.arch.stem_width"], CONFIG_DIR)  # each job's own, in the job
 
 

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from anode_bench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from anode_bench.config import CONFIG_DIR, ConfigError, validate
+from anode_bench.run_state import remove_if_empty
 
 RUN = ["experiment=smoke", "dataset.train_size=512", "dataset.test_size=64", "trainer.epochs=3",
        "trainer.log_every=3", "probe.every=5"]
@@ -393,7 +394,14 @@ def test_the_cli_answers_bad_input_with_one_line_and_exit_2_before_touching_data
     code, stderr = finished(anode_train(["experiment=smoke", "trainer.resume=true"], tmp_path))  # the default run dir
     assert code == 2 and sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["2026-01-01"]
     [line] = stderr.strip().splitlines()
-    assert re.fullmatch(r"anode-train: trainer.resume=true continues the run in hydra.run.dir, and \S+/outputs/"
+    named = tmp_path / "named" / "2026-01-05" / "run"  # a date-named dir the user chose stays, though empty
+    named.mkdir(parents=True)
+    remove_if_empty(named)
+    assert not named.exists() and (tmp_path / "named" / "2026-01-05").is_dir()
+    code, swept = finished(anode_train(["-m", "experiment=smoke", "trainer.resume=true", f"hydra.sweep.dir={tmp_path / 'sw'}"],
+                                       tmp_path))
+    assert code == 1 and "holds no checkpoint: name the run, hydra.sweep.dir=SWEEP_DIR" in swept, swept
+    assert re.fullmatch(r"anode-train: trainer.resume=true continues the run in its run dir, and \S+/outputs/"
                         r"\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d holds no checkpoint: name the run, hydra.run.dir=RUN_DIR \(or "
                         r"trainer.resume=RUN_DIR to continue it in a new directory\)", line), line
 
