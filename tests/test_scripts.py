@@ -219,3 +219,20 @@ def test_eval_bn_modes_compares_each_configuration_with_the_baseline_in_both_int
     assert "a seed appears twice" in script.summary([*rows, rows[0]])[-1]  # one run passed twice is not a second pair
     assert "no configuration" in script.summary([run(("direct", "dopri5", 1.0), 0, 1, 1), *rows[3:]])[-1]  # discrete is euler
     assert script.summary(rows[:3]) == []
+
+
+def test_step_size_term_prints_the_difference_per_batch_and_refuses_a_fixed_grid():
+    """direct − aca on an adaptive solver: one row per batch with a small relative size, and the between-batch
+    summary; on a fixed grid the two agree to the bit, so the script says so instead of printing 0/0."""
+    args = ["experiment=smoke", "solver=heun_euler", "solver.rtol=0.1", "solver.atol=0.1", "trainer.batch_size=16"]
+    result = subprocess.run([sys.executable, str(SCRIPTS / "step_size_term.py"), *args, "--batches", "2"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.strip("|").split("|") for line in result.stdout.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert [int(r[0]) for r in rows] == [0, 1] and all(0 < float(r[1]) < 0.1 and abs(float(r[2])) <= 1 for r in rows)
+    assert re.search(r"cos between batches' d: min [+-]\d\.\d{3}, median .* \(1/sqrt\(2\) = 0\.707\)", result.stdout)
+    fixed = subprocess.run([sys.executable, str(SCRIPTS / "step_size_term.py"), "experiment=smoke"],
+                           capture_output=True, text=True, timeout=300)
+    assert fixed.returncode == 1 and fixed.stderr.strip() == (
+        "step_size_term.py: solver=euler is fixed-step: there direct and aca agree to the bit; choose an adaptive "
+        "solver (heun_euler, bosh3, dopri5)")

@@ -1,0 +1,91 @@
+"""How much of `direct`'s gradient on an adaptive solver is the step-size controller's, and whether that part
+keeps one direction from batch to batch.
+
+On an adaptive grid `direct` differentiates everything the solve did, the step sizes included (each accepted
+dt is a function of θ through the error estimates before it); `aca` differentiates the accepted grid with its
+step sizes held fixed, the exact gradient of the network that ran. Their difference d = g_direct − g_aca is
+the step-size term. Per training batch (train mode, float32, the model's own loss) this prints |d| / |g_aca|
+and cos(d, g_aca); over the batches, the cosines between their d's and |mean d| / mean |d| (about 1/√B for B
+directions that share nothing, 1 for one direction every time). A term that kept its direction would add up
+over SGD steps however small it is; one that does not is noise far below the minibatch's.
+
+    python scripts/step_size_term.py experiment=aca_resnet18_narrow_cifar10 dataset.path=FILE.npz \
+        --checkpoint RUN_DIR/checkpoints/step_00001170.pt --batches 8
+
+Overrides are anode-train's (the solver must be adaptive); without --checkpoint the weights are
+trainer.seed's initial ones. Batches are the training loader's first ones (crops and flips from
+trainer.seed). BatchNorm's running statistics are put back after each gradient.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from anode_bench.build import PRECISIONS, load_data, make_loader, make_model
+from anode_bench.config import CONFIG_DIR, ConfigError, validate
+from anode_bench.data import channel_stats
+from anode_bench.ode import SCHEMES
+
+
+def gradient(model, grad: str, images, labels) -> torch.Tensor:
+    """dL/dθ of every parameter, flattened, with every ODE block on `grad`; the buffers as they were."""
+    for block in model.ode_blocks:
+        block.configure(grad=grad)
+    model.zero_grad()
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    F.cross_entropy(model(images), labels).backward()
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="anode-train overrides, e.g. experiment=aca_resnet18_narrow_cifar10")
+    parser.add_argument("--checkpoint", type=Path, help="an anode-train checkpoint whose weights to use")
+    parser.add_argument("--batches", type=int, default=8)
+    args = parser.parse_args(argv)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=args.overrides)
+    try:
+        validate(cfg)
+        if not SCHEMES[cfg.solver.name].adaptive:
+            raise ConfigError(f"solver={cfg.solver.name} is fixed-step: there direct and aca agree to the bit; "
+                              f"choose an adaptive solver (heun_euler, bosh3, dopri5)")
+    except ConfigError as error:
+        sys.exit(f"step_size_term.py: {error}")
+    torch.manual_seed(cfg.trainer.seed or 0)
+    train_split, _ = load_data(cfg)
+    device = torch.device("cpu")
+    loader = make_loader(train_split, channel_stats(train_split), cfg.trainer.batch_size, device, PRECISIONS["fp32"],
+                         train=True, generator=torch.Generator().manual_seed(cfg.trainer.seed or 0))
+    batches = [batch for _, batch in zip(range(args.batches), loader)]
+    model = make_model(cfg, device).train()
+    if args.checkpoint:
+        model.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True)["model"])
+    weights = f"{args.checkpoint}" if args.checkpoint else f"trainer.seed={cfg.trainer.seed}'s initial weights"
+    print(f"{cfg.model.name}, {cfg.solver.name} rtol={cfg.solver.rtol} atol={cfg.solver.atol}, {weights}, "
+          f"{len(batches)} batches of {cfg.trainer.batch_size}")
+    print("| batch | abs(d) / abs(g_aca) | cos(d, g_aca) |\n|---|---|---|")
+    diffs = []
+    for i, (images, labels) in enumerate(batches):
+        g_aca = gradient(model, "aca", images, labels)
+        d = gradient(model, "direct", images, labels) - g_aca
+        diffs.append(d)
+        print(f"| {i} | {d.norm() / g_aca.norm():.2e} | {F.cosine_similarity(d, g_aca, 0):+.3f} |", flush=True)
+    between = [F.cosine_similarity(a, b, 0).item() for i, a in enumerate(diffs) for b in diffs[i + 1:]]
+    kept = torch.stack(diffs).mean(0).norm() / torch.stack([d.norm() for d in diffs]).mean()
+    if between:
+        print(f"cos between batches' d: min {min(between):+.3f}, median {statistics.median(between):+.3f}, "
+              f"max {max(between):+.3f}; abs(mean d) / mean abs(d) {kept:.3f} (1/sqrt({len(diffs)}) = {len(diffs) ** -0.5:.3f})")
+
+
+if __name__ == "__main__":
+    main()
