@@ -98,12 +98,10 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         torch.set_num_threads(trainer.threads)
     set_tf32(trainer.tf32)  # the run's float32 convolutions and matmuls, and the probe's copies of them
     resumed = read_state(run_dir if trainer.resume is True else Path(trainer.resume), cfg, device) if trainer.resume else None
-    if resumed is None:
-        seed = data_seed = run_seed(trainer.seed, context)
-    else:  # the seed the run started from; a checkpoint from before it was recorded has trainer.seed, and 0 for the data
-        seed = resumed[0]["progress"].get("seed")
-        seed = trainer.seed if seed is None else seed
-        data_seed = 0 if seed is None else seed
+    # the seed the run started from; a checkpoint from before it was recorded has trainer.seed (null: data from 0)
+    recorded = resumed[0]["progress"].get("seed") if resumed else None
+    seed = recorded if recorded is not None else trainer.seed if resumed else run_seed(trainer.seed, context)
+    data_seed = 0 if seed is None else seed
     torch.manual_seed(data_seed)  # a resume restores this state and the generator's
     generator = torch.Generator(device).manual_seed(data_seed)  # the training loader's shuffles and crops
 
@@ -243,7 +241,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
                     return json.loads(finished.read_text())["test/acc"]
                 cfg.trainer.resume = any(checkpoint_dir(run_dir).glob("step_*.pt"))  # else start afresh, here
             check_nothing_overwritten(run_dir, cfg.trainer.resume, auto, context)
-            if cfg.trainer.resume is True and not any(checkpoint_dir(run_dir).glob("step_*.pt*")):
+            if cfg.trainer.resume is True and not any(checkpoint_dir(run_dir).glob("step_*.pt")):
                 where = ("hydra.sweep.dir=SWEEP_DIR (the sweep whose jobs to continue; trainer.resume=auto also starts "
                          "the ones without a checkpoint)" if hydra_cfg.mode == RunMode.MULTIRUN else
                          "hydra.run.dir=RUN_DIR (or trainer.resume=RUN_DIR to continue it in a new directory)")
