@@ -164,7 +164,7 @@ def test_error_control_on_an_adaptive_solver_passes_the_check(arguments):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["grad.checkpoints=3"], "grad.checkpoints is not a key of grad=direct; its keys: name"),
+    (["grad.checkpoints=3"], "grad.checkpoints is not a key of grad=direct; its keys: name, step_sizes"),
     (["grad=aca", "solver.eta=0.5"], "solver.eta is not a key of solver=euler; its keys: name, steps, t0, t1"),
     (["grad=revolve", "grad.checkpoint=3"], "grad.checkpoint is not a key of grad=revolve; did you mean grad.checkpoints? "
                                             "its keys: name, checkpoints"),

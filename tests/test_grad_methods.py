@@ -210,3 +210,18 @@ def test_direct_on_adaptive_solver_differentiates_the_step_size_controller():
     naive, _, _ = gradient(func, y0, "direct", solver="bosh3", rtol=1e-4, atol=1e-6)
     exact_on_grid, _, _ = gradient(func, y0, "aca", solver="bosh3", rtol=1e-4, atol=1e-6)
     assert 1e-14 < relative_error(naive, exact_on_grid) < 1e-3
+
+
+@pytest.mark.parametrize("solver", ADAPTIVE)
+def test_direct_with_constant_step_sizes_is_acas_gradient_by_autograd(solver):
+    """grad.step_sizes=constant takes direct's steps with float step sizes: the gradient of the
+    accepted grid (aca's), to rounding, on the same steps. The default's step-size term is far above
+    rounding on this problem, so the bound tells the two options apart."""
+    func, y0 = conv_problem()
+    exact_on_grid, info, _ = gradient(func, y0, "aca", solver=solver, rtol=1e-4, atol=1e-6)
+    constant, constant_info, _ = gradient(func, y0, "direct", solver=solver, rtol=1e-4, atol=1e-6,
+                                          grad_options={"step_sizes": "constant"})
+    naive, _, _ = gradient(func, y0, "direct", solver=solver, rtol=1e-4, atol=1e-6)
+    assert constant_info.ts == info.ts and constant_info.n_rejected == info.n_rejected
+    assert relative_error(constant, exact_on_grid) <= 1e-10
+    assert relative_error(naive, exact_on_grid) > 1e-6

@@ -574,6 +574,7 @@ def test_interpolated_stays_an_adjoint_on_relu_batchnorm_networks():
         ("revolve", {"checkpoints": 0}, "grad.checkpoints must be an integer >= 1 (snapshots, z(t0) included), got 0"),
         ("revolve", {"checkpoints": 2.5}, "grad.checkpoints must be an integer >= 1"),
         ("adjoint", {"norm": "l2"}, "grad.norm 'l2' unknown; choose from full, seminorm"),
+        ("direct", {"step_sizes": "fixed"}, "grad.step_sizes 'fixed' unknown; choose from differentiated, constant"),
         ("aca", {"checkpoints": 3}, "grad 'aca' has no option checkpoints; its options: none"),
         ("revolve", {"norm": "seminorm"}, "grad 'revolve' has no option norm; its options: checkpoints"),
         ("interpolated", {"nodes": 1}, "grad.nodes must be an integer >= 2 (Chebyshev nodes, t0 and t1 included), got 1"),
@@ -629,6 +630,7 @@ def composed(overrides):
         (["grad=revolve", "grad.checkpoints=3"], "checkpoints", 3),
         (["grad=adjoint", "grad.norm=seminorm", "solver=dopri5"], "norm", "seminorm"),
         (["grad=interpolated", "grad.nodes=5"], "nodes", 5),
+        (["grad.step_sizes=constant"], "step_sizes", "constant"),
     ],
 )
 def test_grad_config_keys_reach_the_method(overrides, option, value):

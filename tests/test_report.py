@@ -818,6 +818,16 @@ def test_a_run_from_before_the_probe_rename_and_tf32_pools_with_todays_on_the_cp
     assert len(cuda) == 2
 
 
+def test_a_direct_run_from_before_grad_step_sizes_pools_with_todays_differentiated_one(tmp_path):
+    """`direct` differentiated its step sizes before `grad.step_sizes` existed: such a run pools with today's
+    `step_sizes=differentiated` runs, not with `constant` ones."""
+    fake_run(tmp_path / "0_old", {"grad.name": "direct", "trainer.seed": 0}, 0.5)
+    for seed, step_sizes in ((1, "differentiated"), (2, "constant")):
+        fake_run(tmp_path / f"{seed}_new", {"grad.name": "direct", "grad.step_sizes": step_sizes, "trainer.seed": seed}, 0.6)
+    groups = group_by_seed(find_runs([tmp_path]))
+    assert sorted([run.name for run in group] for group in groups) == [["0", "1"], ["2"]]
+
+
 def test_python_dash_m_runs_the_command(tmp_path):
     missing = tmp_path / "missing"
     result = subprocess.run([sys.executable, "-m", "anode_bench.report", str(missing)], capture_output=True, text=True)

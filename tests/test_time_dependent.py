@@ -21,6 +21,7 @@ ADAPTIVE = [name for name, tab in SOLVERS.items() if tab.adaptive]
 RK_EXACT = [("anode", {}), ("aca", {}), ("revolve", {"checkpoints": 1}), ("revolve", {"checkpoints": 2}),
             ("symplectic", {})]
 RK_IDS = ["anode", "aca", "revolve-K1", "revolve-K2", "symplectic"]
+CONSTANT_STEP_SIZES = ("direct", {"step_sizes": "constant"})  # the accepted grid's gradient by autograd
 SPAN = dict(t0=0.3, t1=1.1)
 
 
@@ -60,7 +61,8 @@ def test_gradient_equals_direct_on_fixed_grids(grad, options, solver, steps):
 
 
 @pytest.mark.parametrize("solver", ADAPTIVE)
-@pytest.mark.parametrize("grad, options", RK_EXACT[:2] + RK_EXACT[3:], ids=RK_IDS[:2] + RK_IDS[3:])  # revolve K=1: O(N^2)
+@pytest.mark.parametrize("grad, options", [*RK_EXACT[:2], *RK_EXACT[3:], CONSTANT_STEP_SIZES],
+                         ids=[*RK_IDS[:2], *RK_IDS[3:], "direct-constant-step-sizes"])  # revolve K=1: O(N^2)
 def test_gradient_on_adaptive_solvers_equals_direct_on_the_accepted_grid(grad, options, solver):
     func, y0 = problem()
     result, info, _ = gradient(func, y0, grad, solver=solver, rtol=1e-4, atol=1e-6, grad_options=options, **SPAN)

@@ -4,6 +4,10 @@ Exact gradient of the network that ran. Memory: the autograd graph of every stag
 step, O(N·s·A) per block (A = activations of one f evaluation). On an adaptive solver the step
 sizes stay in the graph too, so the gradient also differentiates the step-size controller and
 the graphs of rejected attempts are kept, as naive backprop through torchdiffeq does.
+
+Option `step_sizes`: `differentiated` (the default, naive backprop as above) or `constant`: the
+steps are taken with float step sizes, outside the graph, so the gradient is that of the accepted
+grid, aca's, computed by autograd at direct's memory. On a fixed grid the two are the same.
 """
 from __future__ import annotations
 
@@ -12,11 +16,20 @@ import torch
 from .method import GradMethod, _record_forward
 from .stepping import integrate
 
+STEP_SIZES = ("differentiated", "constant")
+
 
 class Direct(GradMethod):
     name = "direct"
+    option_names = ("step_sizes",)
+    step_sizes = "differentiated"
+
+    def check_options(self):
+        if self.step_sizes not in STEP_SIZES:
+            raise ValueError(f"grad.step_sizes {self.step_sizes!r} unknown; choose from {', '.join(STEP_SIZES)}")
 
     def solve(self, func, z0, plan, info):
-        z1, trajectory = integrate(func, z0, plan, differentiate_controller=torch.is_grad_enabled())
+        differentiate = self.step_sizes == "differentiated" and torch.is_grad_enabled()
+        z1, trajectory = integrate(func, z0, plan, differentiate_controller=differentiate)
         _record_forward(info, func, trajectory)
         return z1

@@ -185,7 +185,8 @@ def upgrade_config(config: dict, device: str | None) -> dict:
     same settings: renamed groups (RENAMED_PREFIXES) take their new names, and a run from before
     `trainer.tf32` existed that ran on the CPU (`device`: metrics.json's) gets tf32 = False (TF32 is
     a CUDA setting; on CUDA the old default was PyTorch's, so the key stays missing there and the
-    run stays a configuration of its own)."""
+    run stays a configuration of its own). A `direct` run from before `grad.step_sizes` existed
+    differentiated its step sizes, today's default."""
     upgraded = {}
     for key, value in config.items():
         for old, new in RENAMED_PREFIXES.items():
@@ -194,6 +195,8 @@ def upgrade_config(config: dict, device: str | None) -> dict:
         upgraded[key] = value
     if config and "trainer.tf32" not in upgraded and str(device).startswith("cpu"):
         upgraded["trainer.tf32"] = False
+    if upgraded.get("grad.name") == "direct" and "grad.step_sizes" not in upgraded:
+        upgraded["grad.step_sizes"] = "differentiated"
     return upgraded
 
 
