@@ -559,7 +559,7 @@ def check_chosen_keys(arguments: list[str], config_dir: str | Path, config_name:
     for argument, override in parsed_overrides(arguments):
         group, _, key = override.key_or_group.partition(".")
         if group in ("solver", "grad") and key and "." not in key and not override.is_delete():
-            typed.append((group, key, argument.split("=", 1)[1], override.is_add() or override.is_force_add()))
+            typed.append((group, key, argument, "++" if override.is_force_add() else "+" if override.is_add() else ""))
         elif override.key_or_group in ("experiment", "solver", "grad", "model"):
             choosers.append(override)
         elif override.key_or_group == "model.arch" and not override.is_delete() and isinstance(override.value(), dict):
@@ -582,13 +582,16 @@ def check_chosen_keys(arguments: list[str], config_dir: str | Path, config_name:
     except (HydraException, OmegaConfBaseException, ValueError):  # Hydra reports a bad line itself
         return
     named = [value for group, key, value, _ in typed if (group, key) == ("solver", "name")]
-    check_typed_error_control([f"{group}.{key}={value}" for group, key, value, _ in typed],
+    check_typed_error_control([argument.lstrip("+") for _, _, argument, _ in typed],
                               named[-1] if named else cfg.solver.name, cfg.solver)
-    for group, key, _value, added in typed:
+    for group, key, argument, prefix in typed:
         keys = list(cfg[group])
-        if not added and key not in keys:
+        if not prefix and key not in keys:
             raise ConfigError(f"{group}.{key} is not a key of {group}={cfg[group].name};"
                               f"{did_you_mean(key, keys, group + '.')} its keys: {', '.join(keys)}")
+        if prefix == "+" and key in keys:  # Hydra: "Could not append to config", three lines
+            raise ConfigError(f"{argument}: {group}={cfg[group].name} has {group}.{key} already; set it without the +: "
+                              f"{argument[1:]}")
     arch = list(cfg.model.get("arch") or {})
     arch_on_line = [*arch, *sorted(line_arch - set(arch))]
     for argument in deleted:  # ~model.arch.KEY of a key the preset's config does not set: Hydra's two-line report

@@ -344,8 +344,9 @@ class SweepNames(Callback):
                     else "without metrics.json (failed, refused or stopped: see above)" for j in jobs]
         counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)) or "no job got under way"
         missing = "; a job refused before its run began left no directory (its line is above)" if failed else ""
-        print(f"anode-train: sweep of {len(statuses)} run{'s' * (len(statuses) != 1)} ({counts}) in {sweep_dir}{missing}\n"
-              f"compare them with: anode-report {shlex.quote(str(sweep_dir))}", file=sys.stderr)
+        compare = f"\ncompare them with: anode-report {shlex.quote(str(sweep_dir))}" if jobs else ""
+        print(f"anode-train: sweep of {len(statuses)} run{'s' * (len(statuses) != 1)} ({counts}) in {sweep_dir}{missing}"
+              f"{compare}", file=sys.stderr)
 
 
 def check_distributed(cfg: DictConfig, run_dir: Path, context: Distributed) -> None:

@@ -223,6 +223,20 @@ def test_a_job_refused_in_a_sweep_fails_alone_and_the_sweep_still_ends_with_its_
                           "no directory (its line is above)", f"compare them with: anode-report {sweep}"]
 
 
+def test_a_sweep_whose_every_job_was_refused_names_no_report_to_run(tmp_path):
+    """Nothing ran, so there is nothing for anode-report to compare: the summary says so and stops there."""
+    sweep = tmp_path / "sweep"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    result = subprocess.run([sys.executable, "-m", "anode_bench.train", "-m", "experiment=smoke", "trainer.threads=1",
+                             "dataset.train_size=16,17", "dataset.test_size=16", f"hydra.sweep.dir={sweep}"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == (f"anode-train: sweep of 0 runs (no job got under way) in {sweep}; a job refused before its run "
+                         "began left no directory (its line is above)")
+    assert "anode-report" not in result.stderr
+
+
 def test_a_run_off_a_terminal_prints_where_it_writes_plain_progress_lines_and_a_summary(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli([*SMOKE, "trainer.milestones=[30,60]", f"hydra.run.dir={run_dir}"], tmp_path)
