@@ -327,8 +327,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     try:
         content = report(args.dirs, args.out, args.baseline)
-    except (FileNotFoundError, SelectorError) as error:
-        sys.exit(f"anode-report: {error}")
+    except (FileNotFoundError, SelectorError) as error:  # bad input: exit 2, as argparse's and anode-train's
+        print(f"anode-report: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     out = args.out or common_root(args.dirs)
     print(f"anode-report: {len(content['runs'])} runs -> {out / 'report.md'}, report.csv, report.json, plots")
 
