@@ -488,6 +488,22 @@ def test_contradicted_and_seedless_claims(synthetic):
     assert claim_rows(groups, runs, [], [Claim("t", "x", r"alexnet", "grad=adjoint", "discrete", "below", -1, "")]) == []
 
 
+def test_the_naive_backprop_claim_is_judged_against_direct_with_differentiated_step_sizes_only(tmp_path):
+    """ACA's "naive backpropagation" differentiates the step sizes: direct with grad.step_sizes=constant computes
+    aca's own gradient and is no baseline for that claim (a run from before the option was naive)."""
+    adaptive = {"model.name": "resnet18_aca", "solver.name": "heun_euler", "solver.steps": None, "solver.rtol": 0.01}
+    for seed in (0, 1):
+        fake_run(tmp_path / f"aca{seed}", {**adaptive, "grad.name": "aca", "trainer.seed": seed}, 0.70 + seed / 100)
+        fake_run(tmp_path / f"old{seed}", {**adaptive, "grad.name": "direct", "trainer.seed": seed}, 0.60 + seed / 100)
+        fake_run(tmp_path / f"constant{seed}", {**adaptive, "grad.name": "direct", "grad.step_sizes": "constant",
+                                                "trainer.seed": seed}, 0.68 + seed / 100)
+    groups = group_by_seed(find_runs([tmp_path]))
+    runs = [r for g in groups for r in g]
+    naive = [c for c in report_module.CLAIMS if "naive" in c.paper_text]
+    [row] = claim_rows(groups, runs, [], naive)
+    assert row["difference"] == pytest.approx(10.0)  # against the constant step sizes: 2.0
+
+
 def test_a_seed_passed_twice_gets_no_interval_and_a_diverged_run_leaves_the_accuracy_mean(synthetic):
     """sweep_a passed again from a copy holds every baseline seed twice: Welch's interval would count them twice
     (n 6, and far too narrow), so there is none and the claim gets no verdict, saying why. A diverged run that
