@@ -9,10 +9,12 @@ and cos(d, g_aca), beside the rounding it is read against: |g_const − g_aca| /
 under grad.step_sizes=constant, the same accepted grid's gradient by autograd. Over the batches: the cosines
 between their d's and |mean d| / mean |d| (about 1/√B for B directions that share nothing, 1 for one
 direction every time). A term that kept its direction would add up over SGD steps however small it is; one
-that does not is noise far below the minibatch's. A term small over all of θ can still be large for a few
+that does not is noise far below the minibatch's. What adds up is read against what the gradient itself keeps:
+|mean d| / |mean g_aca| and cos(mean d, mean g_aca), the batches' means standing for the full-batch gradient,
+whose length is a fraction of one batch's where batches disagree. A term small over all of θ can still be large for a few
 parameter tensors whose own gradient is small, so the last table lists the tensors where it is largest:
-sqrt(Σ_b |d_p|²) / sqrt(Σ_b |g_p|²) over the batches b, and |Σ_b d_p| / Σ_b |d_p| (1: the same direction in
-every batch).
+sqrt(Σ_b |d_p|²) / sqrt(Σ_b |g_p|²) over the batches b, |Σ_b d_p| / Σ_b |d_p| (1: the same direction in
+every batch), and |mean d_p| / |mean g_p|.
 
     python scripts/step_size_term.py experiment=aca_resnet18_narrow_cifar10 dataset.path=FILE.npz \
         --checkpoint RUN_DIR/checkpoints/step_00001170.pt --batches 8
@@ -63,9 +65,10 @@ def per_tensor(g_acas: list[dict], diffs: list[dict], top: int) -> list[str]:
         g = torch.stack([g_aca[name].flatten() for g_aca in g_acas])
         size = (d.norm() / g.norm()).item() if g.norm() > 0 else float("inf")
         kept = (d.sum(0).norm() / d.norm(dim=1).sum()).item() if d.norm() > 0 else 0.0
-        rows.append((size, kept, name, d.shape[1]))
+        of_mean = (d.mean(0).norm() / g.mean(0).norm()).item() if g.mean(0).norm() > 0 else float("inf")
+        rows.append((size, kept, of_mean, name, d.shape[1]))
     rows.sort(reverse=True)
-    return [f"| {name} | {n} | {size:.2e} | {kept:.3f} |" for size, kept, name, n in rows[:top]]
+    return [f"| {name} | {n} | {size:.2e} | {kept:.3f} | {of_mean:.2e} |" for size, kept, of_mean, name, n in rows[:top]]
 
 
 def main(argv=None) -> None:
@@ -110,12 +113,17 @@ def main(argv=None) -> None:
         print(f"| {i} | {d.norm() / g_aca.norm():.2e} | {F.cosine_similarity(d, g_aca, 0):+.3f} | "
               f"{(g_const - g_aca).norm() / g_aca.norm():.2e} |", flush=True)
     between = [F.cosine_similarity(a, b, 0).item() for i, a in enumerate(diffs) for b in diffs[i + 1:]]
-    kept = torch.stack(diffs).mean(0).norm() / torch.stack([d.norm() for d in diffs]).mean()
+    mean_d, mean_g = torch.stack(diffs).mean(0), torch.stack([flat(g) for g in g_acas]).mean(0)
+    kept = mean_d.norm() / torch.stack([d.norm() for d in diffs]).mean()
     if between:
         print(f"cos between batches' d: min {min(between):+.3f}, median {statistics.median(between):+.3f}, "
               f"max {max(between):+.3f}; abs(mean d) / mean abs(d) {kept:.3f} (1/sqrt({len(diffs)}) = {len(diffs) ** -0.5:.3f})")
+        print(f"over the batches: abs(mean d) / abs(mean g_aca) {mean_d.norm() / mean_g.norm():.2e}, "
+              f"cos(mean d, mean g_aca) {F.cosine_similarity(mean_d, mean_g, 0):+.3f}; "
+              f"abs(mean g_aca) / mean abs(g_aca) {mean_g.norm() / torch.stack([flat(g).norm() for g in g_acas]).mean():.3f}")
     print(f"\nparameter tensors with the largest term, over the {len(diffs)} batches:\n"
-          "| tensor | entries | abs(d_p) / abs(g_p) | abs(sum d_p) / sum abs(d_p) |\n|---|---|---|---|")
+          "| tensor | entries | abs(d_p) / abs(g_p) | abs(sum d_p) / sum abs(d_p) | abs(mean d_p) / abs(mean g_p) |\n"
+          "|---|---|---|---|---|")
     print("\n".join(per_tensor(g_acas, tensor_diffs, args.top)))
 
 

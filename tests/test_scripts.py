@@ -232,10 +232,13 @@ def test_step_size_term_prints_the_difference_per_batch_and_refuses_a_fixed_grid
     assert [int(r[0]) for r in rows] == [0, 1] and all(0 < float(r[1]) < 0.1 and abs(float(r[2])) <= 1 for r in rows)
     assert all(float(r[3]) < 1e-5 < float(r[1]) for r in rows)  # direct with constant step sizes: aca's, to rounding
     assert re.search(r"cos between batches' d: min [+-]\d\.\d{3}, median .* \(1/sqrt\(2\) = 0\.707\)", result.stdout)
+    assert re.search(r"over the batches: abs\(mean d\) / abs\(mean g_aca\) \d\.\d\de-\d\d, cos\(mean d, mean g_aca\) "
+                     r"[+-]\d\.\d{3}; abs\(mean g_aca\) / mean abs\(g_aca\) \d\.\d{3}", result.stdout)
     tensors = [line.strip("|").split("|") for line in result.stdout.split("largest term")[1].splitlines()
                if line.startswith("| ") and not line.startswith("| tensor")]
     sizes = [float(t[2]) for t in tensors]
     assert len(tensors) == 8 and sizes == sorted(sizes, reverse=True) and all(0 <= float(t[3]) <= 1 for t in tensors)
+    assert all(float(t[4]) > 0 for t in tensors)
     fixed = subprocess.run([sys.executable, str(SCRIPTS / "step_size_term.py"), "experiment=smoke"],
                            capture_output=True, text=True, timeout=300)
     assert fixed.returncode == 1 and fixed.stderr.strip() == (
