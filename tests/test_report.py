@@ -848,6 +848,14 @@ def test_a_direct_run_from_before_grad_step_sizes_pools_with_todays_differentiat
     assert sorted([run.name for run in group] for group in groups) == [["0", "1"], ["2"]]
 
 
+def test_a_configurations_seeds_are_listed_in_order_whatever_the_folders_order(tmp_path):
+    """Two sweeps of one configuration (seeds 0-1, then 2-3) number their jobs alike: path order interleaves them."""
+    for job, seed in ((0, 0), (0, 2), (1, 1), (1, 3)):
+        fake_run(tmp_path / f"{job}_trainer.seed={seed}", {"trainer.seed": seed}, 0.5)
+    [row] = report_module.tables.configuration_rows(group_by_seed(find_runs([tmp_path])), [])
+    assert report_module.tables.configuration_cells(row)["seeds"] == "0, 1, 2, 3 (n=4)"
+
+
 def test_python_dash_m_runs_the_command(tmp_path):
     missing = tmp_path / "missing"
     result = subprocess.run([sys.executable, "-m", "anode_bench.report", str(missing)], capture_output=True, text=True)

@@ -196,7 +196,8 @@ def configuration_cells(row: dict) -> dict:
         if key.endswith((" std", " n")) or key in ("n", "incomplete"):
             continue
         if key == "seeds":
-            cells[key] = ", ".join("—" if s is None else str(s) for s in value) + f" (n={row['n']})"
+            ordered = sorted(value, key=lambda s: (s is None, s or 0))  # runs come in path order: 0_seed=0, 0_seed=5, 1_...
+            cells[key] = ", ".join("—" if s is None else str(s) for s in ordered) + f" (n={row['n']})"
         elif key == "diverged":
             cells[key] = f"{value}/{row['n']}" + (f" ({row['incomplete']} incomplete)" if row["incomplete"] else "")
         elif key in SPECS:
