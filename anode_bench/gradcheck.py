@@ -38,7 +38,7 @@ from .build import PRECISIONS, Precision, load_data, make_loader, make_model, od
 from .config import CONFIG_DIR, CONFIG_EXIT, ConfigError, run_command, validate
 from .data import DataError, channel_stats
 from .metrics import gradient_error, peak_memory_mib, set_tf32, timed_ms
-from .ode import SCHEMES, MaxStepsError, NonFiniteStateError, ODEBlock
+from .ode import GRAD_METHODS, SCHEMES, MaxStepsError, NonFiniteStateError, ODEBlock
 from .run_state import invocation_record, remove_if_empty, save_record
 from .trainer import nfe_counts
 
@@ -65,9 +65,11 @@ def first_batch(cfg: DictConfig, device: torch.device, precision: Precision):
 def combinations(cfg: DictConfig) -> list[dict]:
     """[{solver, steps | rtol, grad[, grad_options]}] for every grad x solver x (N_t or rtol) asked for. The
     configured grad (`grad=`) runs with its group's options (grad.norm, grad.nodes, grad.checkpoints); the
-    other grads listed run with their defaults."""
+    other grads listed run with their defaults. Only options that differ from the method's defaults are kept,
+    so a row's label names what is not the default."""
     check = cfg.gradcheck
-    options = ode_settings(cfg)["grad_options"]
+    defaults = GRAD_METHODS[cfg.grad.name]
+    options = {k: v for k, v in ode_settings(cfg)["grad_options"].items() if getattr(defaults, k, None) != v}
 
     def listed(value, default):
         return list(value) if value is not None else [default]

@@ -100,9 +100,14 @@ RESUME_FREE = ("trainer.resume", "trainer.resume_override", "trainer.device", "t
 
 def resume_differences(trained: dict, cfg: DictConfig, new_keys: bool = True) -> str:
     """'key (old -> new), ...' for every key besides RESUME_FREE where cfg differs from the config a run
-    was trained with ('' if none); new_keys=False leaves out keys the run's config lacks (it predates them)."""
+    was trained with ('' if none); new_keys=False leaves out keys the run's config lacks (it predates them).
+    Where a group's option changed (grad.name aca -> direct), the keys only one of the two options has are
+    left out: the name says it."""
     changed = changed_keys(trained, OmegaConf.to_container(cfg, resolve=True), ignored=RESUME_FREE)
     changed = {key: values for key, values in changed.items() if new_keys or values[0] != ABSENT}
+    renamed = {key.rpartition(".")[0] for key in changed if key.endswith(".name")}  # grad=aca -> grad=direct
+    changed = {key: values for key, values in changed.items()  # an option's own keys come and go with it
+               if not (ABSENT in values and key.rpartition(".")[0] in renamed)}
     return ", ".join(f"{key} ({old} -> {new})" for key, (old, new) in changed.items())
 
 
