@@ -581,7 +581,7 @@ def check_chosen_keys(arguments: list[str], config_dir: str | Path, config_name:
             cfg = compose(config_name=config_name, overrides=[o.input_line for o in choosers if o.key_or_group not in unsure])
     except (HydraException, OmegaConfBaseException, ValueError):  # Hydra reports a bad line itself
         return
-    named = [value for group, key, value, _ in typed if (group, key) == ("solver", "name")]
+    named = [argument.partition("=")[2] for group, key, argument, _ in typed if (group, key) == ("solver", "name")]
     check_typed_error_control([argument.lstrip("+") for _, _, argument, _ in typed],
                               named[-1] if named else cfg.solver.name, cfg.solver)
     for group, key, argument, prefix in typed:
@@ -589,7 +589,7 @@ def check_chosen_keys(arguments: list[str], config_dir: str | Path, config_name:
         if not prefix and key not in keys:
             raise ConfigError(f"{group}.{key} is not a key of {group}={cfg[group].name};"
                               f"{did_you_mean(key, keys, group + '.')} its keys: {', '.join(keys)}")
-        if prefix == "+" and key in keys:  # Hydra: "Could not append to config", three lines
+        if prefix == "+" and cfg[group].get(key) is not None:  # Hydra: "Could not append to config", three lines
             raise ConfigError(f"{argument}: {group}={cfg[group].name} has {group}.{key} already; set it without the +: "
                               f"{argument[1:]}")
     arch = list(cfg.model.get("arch") or {})

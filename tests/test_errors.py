@@ -110,6 +110,7 @@ def test_an_unknown_key_in_any_group_lists_the_groups_keys(override, message):
                                               "without the +: grad.checkpoints=3"),
     (["solver=dopri5", "+solver.rtol=0.1"], "+solver.rtol=0.1: solver=dopri5 has solver.rtol already; set it without the "
                                             "+: solver.rtol=0.1"),
+    (["solver.name=rk4", "+solver.rtol=0.1"], "solver.rtol=0.1 makes no sense for the fixed-step solver rk4"),  # a typed name counts
     (["grad=ACA"], "grad=ACA is not an option of grad; did you mean grad=aca? choose from aca, adjoint, anode, direct,"),
     (["model=resnet18"], "model=resnet18 is not an option of model; did you mean model=resnet or model=resnet18_aca? choose from"),
     (["-m", "grad=direct,acaa"], "grad=acaa is not an option of grad; did you mean grad=aca?"),
@@ -184,6 +185,7 @@ def test_a_key_the_chosen_option_lacks_is_refused_in_one_line_before_hydra(argum
     ["grad=revolve", "grad.checkpoints=3"], ["solver=alf", "solver.eta=0.5"], ["-m", "grad=aca,revolve", "grad.checkpoints=3"],
     ["grad=revolve", "+grad.checkpoint=3"],  # appended: validate names the method's options after composing
     ["grad=revolve", "++grad.checkpoints=3"], ["solver=euler", "+solver.eta=0.5"],
+    ["solver=dopri5", "+solver.steps=null"],  # Hydra appends onto a null value
 ])
 def test_keys_the_chosen_option_has_pass_the_check(arguments):
     check_options(arguments, CONFIG_DIR)
