@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import ABSENT, changed_keys, checkpoint_config, load_checkpoint, save_checkpoint
-from .config import ConfigError
+from .config import CONFIG_DIR, ConfigError
 from .tags import HISTORY
 
 
@@ -101,14 +101,34 @@ RESUME_FREE = ("trainer.resume", "trainer.resume_override", "trainer.device", "t
 def resume_differences(trained: dict, cfg: DictConfig, new_keys: bool = True) -> str:
     """'key (old -> new), ...' for every key besides RESUME_FREE where cfg differs from the config a run
     was trained with ('' if none); new_keys=False leaves out keys the run's config lacks (it predates them).
-    Where a group's option changed (grad.name aca -> direct), the keys only one of the two options has are
-    left out: the name says it."""
-    changed = changed_keys(trained, OmegaConf.to_container(cfg, resolve=True), ignored=RESUME_FREE)
+    A run from before a key existed is read as today's options spell it (as_today); where a group's
+    option changed, a key only one of the two options has is left out when it holds that option's
+    default (comes_with_its_option)."""
+    changed = changed_keys(as_today(trained), OmegaConf.to_container(cfg, resolve=True), ignored=RESUME_FREE)
     changed = {key: values for key, values in changed.items() if new_keys or values[0] != ABSENT}
-    renamed = {key.rpartition(".")[0] for key in changed if key.endswith(".name")}  # grad=aca -> grad=direct
-    changed = {key: values for key, values in changed.items()  # an option's own keys come and go with it
-               if not (ABSENT in values and key.rpartition(".")[0] in renamed)}
-    return ", ".join(f"{key} ({old} -> {new})" for key, (old, new) in changed.items())
+    return ", ".join(f"{key} ({old} -> {new})" for key, (old, new) in changed.items()
+                     if not comes_with_its_option(key, old, new, changed))
+
+
+def as_today(trained: dict) -> dict:
+    """A run's config tree as today's options spell it: `direct` differentiated its step sizes before
+    grad.step_sizes existed."""
+    grad = trained.get("grad")
+    if isinstance(grad, dict) and grad.get("name") == "direct" and "step_sizes" not in grad:
+        return {**trained, "grad": {**grad, "step_sizes": "differentiated"}}
+    return trained
+
+
+def comes_with_its_option(key: str, old, new, changed: dict) -> bool:
+    """Whether a key that only one side has is just its option's default where the option changed
+    (grad=aca -> grad=direct brings grad.step_sizes=differentiated): the name's change says it all. A value
+    of the old option that was not its default (dopri5's rtol 1e-4 -> euler) is still listed."""
+    group, _, name = key.rpartition(".")
+    if ABSENT not in (old, new) or f"{group}.name" not in changed:
+        return False
+    side = 0 if new == ABSENT else 1
+    option = Path(CONFIG_DIR) / group.replace(".", "/") / f"{changed[f'{group}.name'][side]}.yaml"
+    return option.is_file() and OmegaConf.load(option).get(name, ABSENT) == (old, new)[side]
 
 
 def check_resume_config(cfg: DictConfig, trained: dict | None, path: Path) -> None:

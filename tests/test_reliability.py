@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from anode_bench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from anode_bench.config import CONFIG_DIR, ConfigError, validate
-from anode_bench.run_state import remove_if_empty
+from anode_bench.run_state import remove_if_empty, resume_differences
 
 RUN = ["experiment=smoke", "dataset.train_size=512", "dataset.test_size=64", "trainer.epochs=3",
        "trainer.log_every=3", "probe.every=5"]
@@ -421,3 +421,31 @@ def test_a_filesystem_without_flock_runs_unguarded_and_says_so(tmp_path, monkeyp
     with train_module.run_dir_lock(tmp_path) as lock:
         assert lock.held
     assert any("no lock on this filesystem" in r.getMessage() for r in caplog.records)
+
+
+def trained_with(overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+@pytest.mark.parametrize("trained, now, listed", [
+    # another option: its own keys at their defaults go with its name; a value the user set is still named
+    (["grad=aca"], ["grad=direct"], "grad.name (aca -> direct)"),
+    (["solver=dopri5", "solver.rtol=1e-4", "solver.atol=1e-4"], ["solver=euler"],
+     "solver.atol (0.0001 -> <absent>), solver.name (dopri5 -> euler), solver.rtol (0.0001 -> <absent>), "
+     "solver.steps (None -> 2)"),  # max_steps: dopri5's default 1000
+    (["grad=direct", "grad.step_sizes=constant"], ["grad=direct"], "grad.step_sizes (constant -> differentiated)"),
+])
+def test_resume_names_what_changed_but_not_what_comes_with_a_changed_option(trained, now, listed):
+    old = OmegaConf.to_container(trained_with(trained), resolve=True)
+    assert resume_differences(old, trained_with(now)) == listed
+
+
+def test_a_direct_run_from_before_grad_step_sizes_resumes_as_differentiated_and_not_as_constant():
+    """It differentiated its step sizes: resumable as today's default, and a finished one is no run of the
+    constant option (trainer.resume=auto must not take it for one)."""
+    old = OmegaConf.to_container(trained_with(["grad=direct"]), resolve=True)
+    del old["grad"]["step_sizes"]
+    assert resume_differences(old, trained_with(["grad=direct"])) == ""
+    assert resume_differences(old, trained_with(["grad.step_sizes=constant"]), new_keys=False) == (
+        "grad.step_sizes (differentiated -> constant)")
