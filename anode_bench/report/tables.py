@@ -169,7 +169,7 @@ def configuration_rows(groups: list[list[Run]], keys: list[str]) -> list[dict]:
         row = describe(first)
         if keys:
             row["other"] = other(first, keys)
-        row["seeds"] = [r.seed for r in group]
+        row["seeds"] = sorted((r.seed for r in group), key=lambda s: (s is None, s or 0))  # not path order: 0_seed=0, 0_seed=5, 1_...
         row["n"] = len(group)
         for column in columns:
             counted = [r for r in group if (r.completed if column.accuracy else not r.mixed)]
@@ -196,8 +196,7 @@ def configuration_cells(row: dict) -> dict:
         if key.endswith((" std", " n")) or key in ("n", "incomplete"):
             continue
         if key == "seeds":
-            ordered = sorted(value, key=lambda s: (s is None, s or 0))  # runs come in path order: 0_seed=0, 0_seed=5, 1_...
-            cells[key] = ", ".join("—" if s is None else str(s) for s in ordered) + f" (n={row['n']})"
+            cells[key] = ", ".join("—" if s is None else str(s) for s in value) + f" (n={row['n']})"
         elif key == "diverged":
             cells[key] = f"{value}/{row['n']}" + (f" ({row['incomplete']} incomplete)" if row["incomplete"] else "")
         elif key in SPECS:
