@@ -7,7 +7,8 @@ the graphs of rejected attempts are kept, as naive backprop through torchdiffeq 
 
 Option `step_sizes`: `differentiated` (the default, naive backprop as above) or `constant`: the
 steps are taken with float step sizes, outside the graph, so the gradient is that of the accepted
-grid, aca's, computed by autograd at direct's memory. On a fixed grid the two are the same.
+grid, aca's, computed by autograd; its graph holds the accepted steps only, O(N·s·A), since nothing
+refers to a rejected attempt's. On a fixed grid the two options are the same.
 """
 from __future__ import annotations
 
