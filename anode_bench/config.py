@@ -485,6 +485,21 @@ def check_sweeps(arguments: list[str], config_name: str = "train") -> None:
                           f"compares: {what}")
 
 
+# of trainer.*, what anode-gradcheck reads; the rest is composed only so that experiment= configs apply
+GRADCHECK_TRAINER_KEYS = ("seed", "device", "precision", "tf32", "threads")
+
+
+def check_gradcheck_trainer_keys(arguments: list[str]) -> None:
+    """ConfigError for a `trainer.K=` on anode-gradcheck's line that it does not read (`trainer.epochs=3`):
+    it trains nothing, so the value would be silently ignored."""
+    unread = [o.key_or_group for _, o in parsed_overrides(arguments)
+              if o.key_or_group.startswith("trainer.") and o.key_or_group.split(".")[1] not in GRADCHECK_TRAINER_KEYS]
+    if unread:
+        ignored = "this setting would be" if len(unread) == 1 else "these settings would be"
+        raise ConfigError(f"{', '.join(unread)}: anode-gradcheck trains nothing, so {ignored} ignored; of trainer.* it "
+                          f"reads {', '.join(GRADCHECK_TRAINER_KEYS)}")
+
+
 def check_launcher(arguments: list[str]) -> None:
     """ConfigError for a hydra/launcher= whose plugin is not installed: Hydra's own report names a config it
     could not load, not the package that provides it."""
@@ -507,6 +522,8 @@ def check_options(arguments: list[str], config_dir: str | Path, config_name: str
     check_deletions(arguments, config_dir)
     check_launcher(arguments)
     check_sweeps(arguments, config_name)
+    if config_name == "gradcheck":
+        check_gradcheck_trainer_keys(arguments)
     groups = config_options(config_dir)
     tops = {*groups, *group_keys(), *{key.split(".")[0] for key in groups}} - ({"gradcheck"} if config_name == "train" else set())
     own = set_on_line(arguments)

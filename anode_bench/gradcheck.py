@@ -284,6 +284,8 @@ def gradcheck(cfg: DictConfig, out_dir: Path, command: str = "anode-gradcheck") 
     start = time.perf_counter()
     precision, device = PRECISIONS[cfg.trainer.precision], pick_device(cfg.trainer.device)
     set_tf32(cfg.trainer.tf32)  # float32 on CUDA as anode-train would run it; float64 never uses TF32
+    if cfg.trainer.threads is not None:
+        torch.set_num_threads(cfg.trainer.threads)
     todo = combinations(cfg)
     if cfg.trainer.seed is not None:
         torch.manual_seed(cfg.trainer.seed)

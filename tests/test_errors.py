@@ -224,6 +224,13 @@ def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
         check_options(["grad=direct,aca"], CONFIG_DIR, "gradcheck")
     with pytest.raises(ConfigError, match=r"gradcheck.rtols=\[0.1,0.01\]$"):
         check_options(["solver=dopri5", "solver.rtol=0.1,0.01"], CONFIG_DIR, "gradcheck")
+    # anode-gradcheck trains nothing: a trainer key it does not read is refused, not silently ignored
+    with pytest.raises(ConfigError, match=r"^trainer.epochs, trainer.lr: anode-gradcheck trains nothing, so these settings "
+                                          r"would be ignored; of trainer.\* it reads seed, device, precision, tf32, threads$"):
+        check_options(["trainer.epochs=3", "trainer.seed=1", "+trainer.lr=0.1"], CONFIG_DIR, "gradcheck")
+    check_options(["trainer.epochs=3", "trainer.lr=0.1"], CONFIG_DIR)  # anode-train reads them
+    check_options(["trainer.seed=1", "trainer.device=cpu", "trainer.precision=bf16", "trainer.tf32=true",
+                   "trainer.threads=1", "trainer=cosine"], CONFIG_DIR, "gradcheck")
     check_options(["-m", "model=resnet,resnet18_aca", "~model.arch.stem_width"], CONFIG_DIR)  # each job's own, in the job
 
 
