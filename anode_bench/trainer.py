@@ -152,10 +152,12 @@ class Trainer:
         MiB or None, activation MiB or None).
 
         A solver failure in the forward (or `probe_failure`, from this step's probe) raises
-        StepFailure before backward, under torchrun once every rank knows. CUDA: the allocator's peak
-        over the step, every step; activation = peak minus what was resident before it. CPU: only
-        when `profile_cpu`, the profiler's allocation peak is the activation memory, and peak adds
-        the parameters, gradients and optimizer state.
+        StepFailure before backward, under torchrun once every rank knows. Memory, on CUDA at every
+        step (the allocator's peak) and on the CPU only when `profile_cpu` (the profiler's), by one
+        definition: peak = parameters and optimizer state + the most the step allocated on top of them
+        (its activations, graph and new gradients); activation = peak minus what was resident before
+        the step (the last step's gradients too). Neither counts what else lives on the device, such
+        as the batches a GPU-resident loader keeps there, so the figures compare across devices.
         """
 
         def sgd_step():
@@ -172,19 +174,22 @@ class Trainer:
             self.optimizer.step()
             return logits, loss
 
-        if images.device.type == "cuda":
-            resident = torch.cuda.memory_allocated(images.device) / MIB
+        cuda = images.device.type == "cuda"
+        if not (cuda or profile_cpu):
+            return *sgd_step(), None, None
+        resident = resident_mib(self.net, self.optimizer)
+        self.optimizer.zero_grad(set_to_none=True)  # before the window: the CPU profile cannot see a free of what it did not see allocated
+        state = resident_mib(self.net, self.optimizer)
+        if cuda:  # no synchronize: the allocator counts on the host, as the kernels are queued
+            start = torch.cuda.memory_allocated(images.device)
             torch.cuda.reset_peak_memory_stats(images.device)
             logits, loss = sgd_step()
-            peak = torch.cuda.max_memory_allocated(images.device) / MIB
-            return logits, loss, peak, peak - resident
-        if profile_cpu:  # as on CUDA: peak above what was resident before the step (the last step's gradients too)
+            peak = state + (torch.cuda.max_memory_allocated(images.device) - start) / MIB
+        else:
             outputs = []
-            resident = resident_mib(self.net, self.optimizer)
-            self.optimizer.zero_grad(set_to_none=True)  # outside the profile, which cannot see a free of what it did not see allocated
-            peak = resident_mib(self.net, self.optimizer) + peak_memory_mib(lambda: outputs.extend(sgd_step()))
-            return *outputs, peak, peak - resident
-        return *sgd_step(), None, None
+            peak = state + peak_memory_mib(lambda: outputs.extend(sgd_step()))
+            logits, loss = outputs
+        return logits, loss, peak, peak - resident
 
     def raise_failure(self, failure: Exception | None) -> None:
         """Every rank learns of a failure before DDP's backward collectives (fixed grids in training

@@ -204,6 +204,26 @@ def test_the_peak_memory_of_each_log_window_is_that_windows_own(tmp_path, instru
     assert max(later) - min(later) < 16, peaks
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_peak_counts_the_model_and_the_step_not_what_else_lives_on_the_device(tmp_path, instrumented, device):
+    """peak = parameters and momentum + the step's allocations, activation = peak - what was resident
+    before the step, so peak - activation is exactly the parameters, their gradients and the momentum
+    buffers: on CUDA neither counts the GPU-resident dataset nor a 256 MiB tensor the caller holds there."""
+    ballast = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)
+    cfg = config("dataset.train_size=128", "dataset.test_size=32", "trainer.max_steps_per_epoch=6",
+                 "trainer.log_every=1", "probe.every=2", f"trainer.device={device}")
+    run_dir = tmp_path / "run"
+    train(cfg, run_dir, torch.device(device))
+    peaks, activations = scalars(run_dir, "memory/peak_mib"), scalars(run_dir, "memory/activation_mib")
+    model = build_model("instrumented", 10)
+    state_mib = 3 * sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20  # weights, gradients, momentum
+    later = sorted(peaks)[1:]  # the first window's step starts with no gradients nor momentum yet
+    # a window of one step logs its peak at the step after it, the activation at the step itself
+    assert later and all(abs(peaks[s] - activations[s - 1] - state_mib) < 1e-3 for s in later), (peaks, activations)
+    assert all(peaks[s] < 64 for s in later), peaks
+    del ballast
+
+
 # the global RNG on resume
 
 

@@ -244,8 +244,9 @@ def report(roots, out: Path | None = None, baselines=None) -> dict:
         f"(probe.reference = {', '.join(references) or '?'}) over the run's probes; "
         + ("floor: the same measure for `direct` at the run's own precision on the same grid (what the arithmetic "
            "alone costs); error / floor: 1 means the method is at the rounding level; " if floors else "")
-        + "peak MiB: the largest training-step peak (CUDA allocator, or on the CPU the allocations at probe steps "
-        "plus parameters, gradients and optimizer state); step ms: mean over log windows; NFE: f evaluations of the "
+        + "peak MiB: the largest training-step peak, parameters and optimizer state plus the most the step allocated "
+        "(the CUDA allocator at every step, or on the CPU the profiler at probe steps; not the data a GPU keeps); "
+        "step ms: mean over log windows; NFE: f evaluations of the "
         "last training step summed over ODE blocks. `direct (discrete ResNet)` is euler N_t = 1 with `direct`: "
         "exactly the discrete residual network." + (f" Other settings that differ between runs: {', '.join(keys)}." if keys else ""),
         "",
