@@ -113,10 +113,12 @@ class OpCounter(TorchDispatchMode):
 
 
 def count_ops(step, model) -> OpCounter:
-    """The ops of one call of `step()` (a training step of `model`), by part (OpCounter)."""
+    """The ops of one call of `step()` (a training step of `model`), by part (OpCounter). Backward runs in
+    this thread: on CUDA autograd would run it in the device's worker thread, whose nodes are numbered on
+    another counter than the forward's, and the split by sequence number would mix them up."""
     counter = OpCounter(model)
     try:
-        with counter:
+        with counter, torch.autograd.set_multithreading_enabled(False):
             step()
     finally:
         counter.close()

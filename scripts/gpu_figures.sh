@@ -21,7 +21,8 @@
 # Each part's output goes into OUT_DIR/figures.md under the command that produced it; the budget runs
 # stay in OUT_DIR/runs/. A part already recorded in OUT_DIR is refused (nothing is overwritten); a
 # failing part is recorded with its exit code and the rest still run. It uses the first visible GPU
-# (CUDA_VISIBLE_DEVICES picks another); DEVICE=cpu runs the same commands on the CPU (slow).
+# (CUDA_VISIBLE_DEVICES picks another); DEVICE=cpu runs the same commands on the CPU (slow). GIT_REV=REV names
+# the commit in each part's heading where the tree has no .git (a copy sent to another machine).
 set -uo pipefail
 parts_all=(tests gradcheck bench compile profile loader budgets)
 parts=("$@")
@@ -72,7 +73,7 @@ record() {  # record TITLE COMMAND...: run it, its output under a heading with t
 
 [[ -e ${figures} ]] || echo "# GPU figures" >"${figures}"
 bench=(python scripts/bench_methods.py --device "${device}" --model resnet18_aca --widths '' --batch 128 --steps 1,8)
-gradcheck=(anode-gradcheck "trainer.device=${device%%:*}" "hydra.run.dir=${out}/gradcheck")
+gradcheck=(python -m anode_bench.gradcheck "trainer.device=${device%%:*}" "hydra.run.dir='${out}/gradcheck'")  # anode-gradcheck
 profile=(python scripts/profile_step.py --device "${device}")
 gradcheck_ode=(python scripts/gradcheck_ode.py --device "${device}")
 loader=(python scripts/bench_loader.py --device "${device}" --model resnet18_aca --batch 128)
@@ -95,7 +96,7 @@ profile_model() {  # the experiment's model, or its tiny counterpart for SIZE=ti
 for part in "${parts[@]}"; do
     {
         printf '<!-- part %s -->\n## %s, %s, git %s\n\n' "${part}" "${part}" "$(date '+%Y-%m-%d %H:%M')" \
-            "$(git describe --always --dirty 2>/dev/null || echo '?')"
+            "${GIT_REV:-$(git describe --always --dirty 2>/dev/null || echo '?')}"
         python -c "import torch; print('torch', torch.__version__, '| CUDA', torch.version.cuda, '|', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'); print()"
     } >>"${figures}"
     case ${part} in

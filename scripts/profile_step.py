@@ -110,24 +110,27 @@ def main():
         synchronize(device)
         wall_ms = (time.perf_counter() - start) * 1e3
     events = prof.events()
-    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    on_device = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernels = [e for e in on_device if not e.name.startswith(("Memcpy", "Memset"))]  # launches; copies count as busy
     top_level = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU and e.name.startswith("aten::")
                  and not called_by_an_op(e)]
     host_ms = sum(e.cpu_time_total for e in top_level) / 1e3
     reads = sum(e.name == "aten::_local_scalar_dense" for e in events)
-    syncs = sum(e.name in SYNC_CALLS for e in events)
+    syncs = sum(e.name in SYNC_CALLS for e in events) - (device.type == "cuda")  # less the one that closes the window
     per = args.steps
     print(f"\n- wall: {wall_ms / per:.2f} ms/step")
-    if kernels:
+    if on_device:
         kernel_ms = sum(e.time_range.elapsed_us() for e in kernels) / 1e3
-        print(f"- GPU busy: {busy_ms((e.time_range.start, e.time_range.end) for e in kernels) / wall_ms:.1%} of the wall time; "
-              f"kernels {kernel_ms / per:.2f} ms/step ({len(kernels) / per:,.0f} launches/step)")
+        print(f"- GPU busy: {busy_ms((e.time_range.start, e.time_range.end) for e in on_device) / wall_ms:.1%} of the wall "
+              f"time (kernels and copies); kernels {kernel_ms / per:.2f} ms/step ({len(kernels) / per:,.0f} launches/step, "
+              f"{(len(on_device) - len(kernels)) / per:,.0f} copies and memsets/step)")
     else:
         print("- GPU busy: no GPU (the CPU runs the kernels inside the ops' host time)")
     print(f"- host, in top-level aten ops: {host_ms / per:.2f} ms/step, {len(top_level) / per:,.0f} ops/step")
-    print(f"- host syncs: {reads / per:.1f} read-backs (_local_scalar_dense)/step, {syncs / per:.1f} stream/device syncs/step")
-    sort = "self_device_time_total" if kernels else "self_cpu_time_total"
-    print(f"\ntop {'kernels' if kernels else 'ops'} over {per} steps, by {sort}:\n")
+    print(f"- host syncs: {reads / per:.1f} read-backs (_local_scalar_dense)/step, {syncs / per:.1f} stream/device syncs/step "
+          f"(a read-back by .tolist(), as the adaptive controller's, shows as a stream sync only)")
+    sort = "self_device_time_total" if on_device else "self_cpu_time_total"
+    print(f"\ntop {'kernels' if on_device else 'ops'} over {per} steps, by {sort}:\n")
     print(prof.key_averages().table(sort_by=sort, row_limit=args.top, max_name_column_width=60))
     counter = count_ops(step, model)
     totals = counter.totals()

@@ -100,10 +100,12 @@ def gpu_figures(*parts, cwd, **env):
 
 def test_gpu_figures_records_each_part_under_its_command_and_never_twice(tmp_path):
     """Run on the CPU with its cheapest part (the gpu-marked tests, which skip here)."""
-    result = gpu_figures("tests", cwd=tmp_path, DEVICE="cpu", OUT_DIR="figs")  # relative to the caller's directory
+    result = gpu_figures("tests", cwd=tmp_path, DEVICE="cpu", OUT_DIR="figs",  # relative to the caller's directory
+                         GIT_REV="0123abc")  # the device's copy of the tree has no .git
     assert result.returncode == 0, result.stderr
     figures = (tmp_path / "figs" / "figures.md").read_text()
     assert "<!-- part tests -->" in figures.splitlines()
+    assert re.search(r"^## tests, \S+ \S+, git 0123abc$", figures, re.MULTILINE), figures
     # every gpu-marked test skips on the CPU (pytest's summary starts with the skipped count: none passed,
     # failed or errored), and there are some; the rest of the suite is deselected
     summary = re.search(r"^(\d+) skipped, (\d+) deselected in ", figures, re.MULTILINE)

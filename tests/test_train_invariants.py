@@ -182,7 +182,8 @@ def scalars(run_dir, tag):
     return {event.step: event.value for event in accumulator.Scalars(tag)}
 
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu,  # in `pytest -m gpu`, the GPU figures' tests part
+                                               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])]
 
 
 @pytest.mark.parametrize("device", DEVICES)
