@@ -488,10 +488,22 @@ def test_contradicted_and_seedless_claims(synthetic):
     assert claim_rows(groups, runs, [], [Claim("t", "x", r"alexnet", "grad=adjoint", "discrete", "below", -1, "")]) == []
 
 
-def test_the_naive_backprop_claim_is_judged_against_direct_with_differentiated_step_sizes_only(tmp_path):
+def test_a_claim_on_a_network_holds_for_the_model_family_that_builds_it():
+    """model=resnet and model=sqnxt record the family's name, and build its default preset: every claim
+    on that preset must reach those runs too (the default anode-train run is model=resnet)."""
+    from anode_bench.models import FAMILIES
+
+    for family, preset in FAMILIES.items():
+        on_preset = [c for c in report_module.CLAIMS if re.search(c.model, preset, re.IGNORECASE)]
+        assert on_preset and all(re.search(c.model, family, re.IGNORECASE) for c in on_preset), family
+        assert not any(re.search(c.model, family + "_x", re.IGNORECASE) for c in on_preset)  # not every name it starts
+
+
+@pytest.mark.parametrize("model", ["resnet18_aca", "resnet"])  # model=resnet, the default, builds resnet18_aca
+def test_the_naive_backprop_claim_is_judged_against_direct_with_differentiated_step_sizes_only(tmp_path, model):
     """ACA's "naive backpropagation" differentiates the step sizes: direct with grad.step_sizes=constant computes
     aca's own gradient and is no baseline for that claim (a run from before the option was naive)."""
-    adaptive = {"model.name": "resnet18_aca", "solver.name": "heun_euler", "solver.steps": None, "solver.rtol": 0.01}
+    adaptive = {"model.name": model, "solver.name": "heun_euler", "solver.steps": None, "solver.rtol": 0.01}
     for seed in (0, 1):
         fake_run(tmp_path / f"aca{seed}", {**adaptive, "grad.name": "aca", "trainer.seed": seed}, 0.70 + seed / 100)
         fake_run(tmp_path / f"old{seed}", {**adaptive, "grad.name": "direct", "trainer.seed": seed}, 0.60 + seed / 100)
