@@ -463,6 +463,33 @@ def check_flags(arguments: list[str], config_name: str = "train") -> None:
         raise ConfigError(f"{flag}: settings are key=value overrides, not --options;{hint} --help lists them")
 
 
+# Hydra's flags that take a value (--info's is optional); the others stand alone
+VALUE_FLAGS = ("--cfg", "--package", "--config-path", "--config-name", "--config-dir", "--experimental-rerun", "--info")
+
+
+def check_flag_order(arguments: list[str]) -> None:
+    """ConfigError for a Hydra flag between overrides (`experiment=smoke -m grad=direct,aca`): argparse
+    takes the overrides as one positional list, so it rejects those after the flag with its usage block."""
+    flags, overrides, between = [], [], None
+    i = 0
+    while i < len(arguments):
+        argument = arguments[i]
+        if argument.startswith("-") and is_hydra_flag(argument):
+            following = arguments[i + 1] if i + 1 < len(arguments) else None
+            takes_value = ("=" not in argument and any(is_hydra_flag(argument, flag) for flag in VALUE_FLAGS)
+                           and following is not None and not following.startswith("-") and "=" not in following)
+            flags += arguments[i:i + 1 + takes_value]
+            if overrides and between is None:
+                between = argument
+            i += 1 + takes_value
+            continue
+        if between is not None:
+            raise ConfigError(f"{between} stands between overrides, where Hydra cannot take it; put its flags before "
+                              f"them all: {' '.join([*flags, *overrides, *arguments[i:]])}")
+        overrides.append(argument)
+        i += 1
+
+
 def check_sweeps(arguments: list[str], config_name: str = "train") -> None:
     """ConfigError for `key=a,b` (or choice/range/glob) on a line without -m: Hydra's report is six lines
     ("Ambiguous value for argument"). anode-gradcheck has no sweep: its gradcheck.* lists are its grid."""
@@ -501,12 +528,17 @@ def check_gradcheck_trainer_keys(arguments: list[str]) -> None:
 
 
 def check_launcher(arguments: list[str]) -> None:
-    """ConfigError for a hydra/launcher= whose plugin is not installed: Hydra's own report names a config it
-    could not load, not the package that provides it."""
+    """ConfigError for a hydra/launcher= that no config names (Hydra: a dozen lines listing its own
+    options), or whose plugin is not installed (Hydra's report names a config it could not load, not
+    the package that provides it)."""
     import importlib.util
 
+    launchers = sorted({"basic", *LAUNCHER_PLUGINS, *(f.stem for f in (Path(CONFIG_DIR) / "hydra" / "launcher").glob("*.yaml"))})
     for argument in arguments:
         key, _, value = argument.lstrip("+").partition("=")
+        if key == "hydra/launcher" and value not in launchers:
+            raise ConfigError(f"hydra/launcher={value} is not a launcher;{did_you_mean(value, launchers, 'hydra/launcher=')} "
+                              f"choose from {', '.join(launchers)}")
         plugin = LAUNCHER_PLUGINS.get(value) if key == "hydra/launcher" else None
         if plugin and importlib.util.find_spec(plugin) is None:
             raise ConfigError(f"hydra/launcher={value} needs the {plugin.split('.')[1].replace('_', '-')} plugin, which is "
@@ -519,6 +551,7 @@ def check_options(arguments: list[str], config_dir: str | Path, config_name: str
     key, or a deletion check_deletions refuses. Flags and whatever Hydra's grammar rejects are left
     to Hydra."""
     check_flags(arguments, config_name)
+    check_flag_order(arguments)
     check_deletions(arguments, config_dir)
     check_launcher(arguments)
     check_sweeps(arguments, config_name)

@@ -106,6 +106,14 @@ def test_an_unknown_key_in_any_group_lists_the_groups_keys(override, message):
                 "trainer"),
     (["trainr.lr=1"], "trainr.lr is neither a config group nor a key; did you mean trainer? the groups:"),
     (["+trainer.epochs=3"], "+trainer.epochs=3: trainer.epochs is there already; set it without the +: trainer.epochs=3"),
+    # argparse takes the overrides as one list: after a flag between them, it prints its usage block
+    (["experiment=smoke", "-m", "grad=direct,aca"], "-m stands between overrides, where Hydra cannot take it; put its "
+                                                    "flags before them all: -m experiment=smoke grad=direct,aca"),
+    (["-m", "experiment=smoke", "-c", "job", "trainer.epochs=2"], "-c stands between overrides, where Hydra cannot take "
+                                                                  "it; put its flags before them all: -m -c job "
+                                                                  "experiment=smoke trainer.epochs=2"),
+    (["-m", "hydra/launcher=slrum"], "hydra/launcher=slrum is not a launcher; did you mean hydra/launcher=slurm? choose "
+                                     "from basic, joblib, local_parallel, slurm, submitit_local, submitit_slurm"),
     (["grad=revolve", "+grad.checkpoints=3"], "+grad.checkpoints=3: grad=revolve has grad.checkpoints already; set it "
                                               "without the +: grad.checkpoints=3"),
     (["solver=dopri5", "+solver.rtol=0.1"], "+solver.rtol=0.1: solver=dopri5 has solver.rtol already; set it without the "
@@ -209,9 +217,10 @@ def test_each_job_refuses_error_control_that_its_fixed_step_solver_would_ignore(
 
 
 def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
-    check_options(["-m", "grad=direct,aca", "solver=glob(*)", "experiment=smoke", "solver.steps=1,2", "+model.arch.widths=[4,8]",
-                   "~model.arch.widths", "~experiment", "+note=baseline", "++tag=x", "--cfg", "job", "hydra/launcher=joblib"],
-                  CONFIG_DIR)
+    check_options(["-m", "--cfg", "job", "grad=direct,aca", "solver=glob(*)", "experiment=smoke", "solver.steps=1,2",
+                   "+model.arch.widths=[4,8]", "~model.arch.widths", "~experiment", "+note=baseline", "++tag=x",
+                   "hydra/launcher=joblib"], CONFIG_DIR)
+    check_options(["experiment=smoke", "grad=direct,aca", "-m", "--info", "config"], CONFIG_DIR)  # flags after them all
     check_options(["model=resnet", "+model.arch.widths=[4]", "~model.arch.widths"], CONFIG_DIR)  # added, then deleted
     check_options(["++model.arch={widths:[4,8,16,32]}", "~model.arch.widths", "+note=baseline", "~note"], CONFIG_DIR)
     check_options(["++model.arch={widths:[4,8,16,32]}", "model.arch.widths=[2,4,8,16]"], CONFIG_DIR)
