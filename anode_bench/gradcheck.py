@@ -81,11 +81,11 @@ def combinations(cfg: DictConfig) -> list[dict]:
     out = []
     for solver in solvers:
         if SCHEMES[solver].adaptive:
-            if None in rtols:
+            if None in rtols or not rtols:  # an empty list would drop the solver without a word
                 raise ConfigError(f"{solver} is adaptive: set gradcheck.rtols (e.g. [1e-2])")
             settings = [dict(rtol=float(r), atol=float(r)) for r in rtols]
         else:
-            if None in steps:
+            if None in steps or not steps:
                 raise ConfigError(f"{solver} has a fixed step: set gradcheck.steps (e.g. [1,2,4,8])")
             settings = [dict(steps=int(n)) for n in steps]
         out += [dict(solver=solver, **setting, grad=grad, **({"grad_options": options} if grad == cfg.grad.name and options else {}))

@@ -114,6 +114,9 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     if steps_per_epoch == 0:  # checked before anything is written into run_dir
         raise ConfigError(f"trainer.batch_size={trainer.batch_size} exceeds the {len(train_split.labels)} training images; "
                           f"choose trainer.batch_size <= {len(train_split.labels)} or more images (dataset.train_size)")
+    if cfg.probe.every and cfg.probe.batch_size > len(train_split.labels):  # the loader would cut the batch short
+        raise ConfigError(f"probe.batch_size={cfg.probe.batch_size} exceeds the {len(train_split.labels)} training images; "
+                          f"choose probe.batch_size <= {len(train_split.labels)} or more images (dataset.train_size)")
     probe = next(iter(make_loader(train_split, stats, cfg.probe.batch_size, device, precision, train=False)))
 
     net = make_model(cfg, device).to(precision.dtype)  # what evaluation, the probe and checkpoints use

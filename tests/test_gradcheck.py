@@ -139,6 +139,11 @@ def test_lists_left_null_take_the_composed_groups_and_bad_names_fail():
     cfg = composed(["solver=rk4", "solver.steps=3", "grad=anode", "gradcheck.grads=null", "gradcheck.solvers=null",
                     "gradcheck.steps=null"])
     assert combinations(cfg) == [dict(solver="rk4", steps=3, grad="anode")]
+    # an empty list would leave its solvers out without a word: heun_euler with no rtol, euler with no N_t
+    for override, message in [("gradcheck.rtols=[]", r"^heun_euler is adaptive: set gradcheck.rtols \(e.g. \[1e-2\]\)$"),
+                              ("gradcheck.steps=[]", r"^euler has a fixed step: set gradcheck.steps \(e.g. \[1,2,4,8\]\)$")]:
+        with pytest.raises(ConfigError, match=message):
+            combinations(composed([override]))
     # the gradcheck section has a schema like every group: names, ranges and unknown keys, one line each
     for override, message in [("gradcheck.solvers=[rk5]", "gradcheck.solvers \\['rk5'\\] unknown; choose from"),
                               ("gradcheck.references=[coarse]", "gradcheck.references \\['coarse'\\] unknown"),

@@ -385,6 +385,22 @@ def test_a_batch_larger_than_the_training_set_is_refused_before_anything_is_writ
     assert not run_dir.exists()  # no record, events, checkpoints or empty train.log: free to rerun
 
 
+def test_a_probe_batch_larger_than_the_training_set_is_refused_not_cut_short(tmp_path):
+    """The probe's batch is the first probe.batch_size training images: with fewer, the loader would hand it a
+    shorter batch and the run would measure on images it was not asked for. probe.every=0 takes no probe batch."""
+    run_dir = tmp_path / "run"
+    code, stderr = finished(anode_train(["experiment=smoke", "dataset.train_size=64", "trainer.batch_size=32",
+                                         "probe.batch_size=100", f"hydra.run.dir={run_dir}"], tmp_path))
+    assert code == 2
+    assert stderr.strip().splitlines() == ["anode-train: probe.batch_size=100 exceeds the 64 training images; "
+                                           "choose probe.batch_size <= 64 or more images (dataset.train_size)"]
+    assert not run_dir.exists()
+    code, stderr = finished(anode_train(["experiment=smoke", "dataset.train_size=64", "trainer.batch_size=32",
+                                         "probe.batch_size=100", "probe.every=0", "trainer.max_steps_per_epoch=1",
+                                         f"hydra.run.dir={run_dir}"], tmp_path))
+    assert code == 0, stderr
+
+
 def test_the_cli_answers_bad_input_with_one_line_and_exit_2_before_touching_data(tmp_path):
     code, stderr = finished(anode_train(["dataset=cifar100", "trainer.epochs=0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path))
     assert code == 2
