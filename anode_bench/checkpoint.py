@@ -47,14 +47,17 @@ def save_checkpoint(run_dir: Path, step: int, state: dict, keep: int = 2) -> Pat
 
 
 def load_checkpoint(source: Path, map_location) -> tuple[dict, Path]:
-    """The newest readable checkpoint in a run dir (or the file itself). Returns (state, path)."""
+    """The newest readable checkpoint in a run dir, or in its checkpoints/ folder named itself (or the file
+    itself). Returns (state, path)."""
     source = Path(source)
     if source.is_file():
         candidates = [source]
     else:
-        candidates = sorted(checkpoint_dir(source).glob("step_*.pt"), reverse=True)
+        folder = source if source.name == "checkpoints" and not checkpoint_dir(source).is_dir() else checkpoint_dir(source)
+        candidates = sorted(folder.glob("step_*.pt"), reverse=True)
         if not candidates:
-            raise CheckpointError(f"no checkpoint to resume from in {checkpoint_dir(source)}")
+            raise CheckpointError(f"no checkpoint to resume from in {folder}: give a run dir, its checkpoints/ folder "
+                                  f"or one step_*.pt file")
     unreadable = []
     for path in candidates:
         try:

@@ -273,6 +273,15 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
         load_checkpoint(tmp_path, map_location="cpu")
 
 
+def test_a_checkpoint_is_found_from_the_run_dir_its_checkpoints_folder_or_the_file(tmp_path):
+    path = save_checkpoint(tmp_path, 4, {"step": 4})
+    for source in (tmp_path, tmp_path / "checkpoints", path):
+        assert load_checkpoint(source, map_location="cpu") == ({"step": 4}, path)
+    with pytest.raises(CheckpointError, match=r"^no checkpoint to resume from in .*empty/checkpoints: give a run dir, its "
+                                              r"checkpoints/ folder or one step_\*.pt file$"):
+        load_checkpoint(tmp_path / "empty", map_location="cpu")
+
+
 def test_a_resume_past_an_unreadable_checkpoint_keeps_its_own(tmp_path):
     """Resumed from step 4 past an unreadable step 8, the run checkpoints step 6 with keep=1: step 6 must stay
     (pruning counted step 8 as the one kept and deleted it), step 8 is left as it was, step 4 goes."""
