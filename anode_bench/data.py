@@ -59,9 +59,11 @@ def load_torchvision(name: str, root: str, download: bool) -> tuple[Split, Split
             train, test = (dataset_class(root, train=flag, download=download) for flag in (True, False))
     except Exception as error:  # offline download, missing or broken copy: all end in the same advice
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = reason.replace(" You can use download=True to download it", "")  # its argument; ours is below
         raise DataError(
             f"could not load {name} from dataset.root={root} ({reason}); point dataset.root at a directory "
             f"holding torchvision's {name} files, or set dataset.path=FILE.npz"
+            + ("" if download else ", or let it download: dataset.download=true")
         ) from None
     return (Split(np.asarray(s.data), np.asarray(s.targets, dtype=np.int64)) for s in (train, test))
 

@@ -84,8 +84,10 @@ def test_truncated_npz_is_a_clear_error(tmp_path):
 
 
 def test_missing_cifar_offline_says_how_to_point_at_a_copy(tmp_path):
-    with pytest.raises(DataError, match="point dataset.root at a directory"):
+    """With dataset.download=false the way out is our key, not torchvision's argument (download=True)."""
+    with pytest.raises(DataError, match="point dataset.root at a directory") as error:
         load_splits("cifar100", num_classes=100, root=str(tmp_path), download=False)
+    assert str(error.value).endswith("or let it download: dataset.download=true") and "download=True" not in str(error.value)
 
 
 def test_loads_that_may_download_into_one_root_take_turns(tmp_path, monkeypatch):
