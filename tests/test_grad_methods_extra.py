@@ -596,8 +596,8 @@ def test_bad_grad_options_raise_one_clear_error(grad, options, message):
         (dict(grad="revolve", solver="alf", steps=2), "grad 'revolve' steps a Runge-Kutta tableau, not solver 'alf'"),
         (dict(grad="symplectic", solver="alf", steps=2), "grad 'symplectic' steps a Runge-Kutta tableau, not solver 'alf'"),
         (dict(grad="interpolated", solver="alf", steps=2), "grad 'interpolated' steps a Runge-Kutta tableau, not solver 'alf'"),
-        (dict(solver="alf", steps=2, eta=0.5), "solver alf needs a damping eta in (0, 1], not 0.5"),
-        (dict(solver="alf", steps=2, eta=1.5), "solver alf needs a damping eta in (0, 1]"),
+        (dict(solver="alf", steps=2, eta=0.5), "solver alf got eta=0.5; its damping must lie in (0, 1] and not be 0.5"),
+        (dict(solver="alf", steps=2, eta=1.5), "solver alf got eta=1.5; its damping must lie in (0, 1]"),
         (dict(solver="alf"), "fixed-step solver 'alf' needs steps"),
     ],
 )

@@ -58,9 +58,8 @@ class Leapfrog:
     def check(self) -> "Leapfrog":
         eta = self.eta
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (0 < eta <= 1) or eta == 0.5:
-            raise ValueError(
-                f"solver alf needs a damping eta in (0, 1], not 0.5 (the step is not invertible there), got {eta!r}"
-            )
+            raise ValueError(f"solver alf got eta={eta!r}; its damping must lie in (0, 1] and not be 0.5 (the step is not "
+                             f"invertible there)")
         return self
 
 
