@@ -64,6 +64,8 @@ def run_metrics(cfg: DictConfig, progress: Progress, failure: str | None, wall_s
         **progress.last_nfe,
         tags.WALL_S: wall_s,
         tags.SEED: progress.seed,
+        # torchrun processes: one number, or the counts in order where a resume (resume_override) changed it
+        tags.PROCESSES: progress.processes[0] if len(set(progress.processes)) == 1 else progress.processes,
         **run_settings(cfg),
         "device": str(device),
         "git": git_revision(),

@@ -45,6 +45,7 @@ class Progress:
     wall_s: float = 0.0  # wall time of the invocations before this one, to their last checkpoint
     history: dict = field(default_factory=lambda: {tag: [] for tag in HISTORY})  # per tag, every value logged
     seed: int | None = None  # the seed the run started from (train.run_seed); None in checkpoints from before it
+    processes: list = field(default_factory=list)  # the process counts it trained with (torchrun), in order; [] before it
 
 
 def rng_states(device: torch.device) -> dict:
@@ -66,10 +67,12 @@ def save_state(run_dir: Path, net, optimizer, scheduler, progress: Progress, dev
     return save_checkpoint(run_dir, progress.step, state, keep=keep)
 
 
-def read_state(source: Path, cfg: DictConfig, device: torch.device) -> tuple[dict, Path]:
+def read_state(source: Path, cfg: DictConfig, device: torch.device, processes: int = 1) -> tuple[dict, Path]:
     """The newest readable checkpoint of `source` (a run dir or a file) and its path, after
-    check_resume_config and the device check: read before the run builds anything, since it holds the
-    seed that the run's synthetic images come from.
+    check_resume_config and the device and process-count checks: read before the run builds anything,
+    since it holds the seed that the run's synthetic images come from. Another number of processes
+    splits each batch another way (each normalizes its own slice, and the gradients are summed in
+    another order), so the run would not go on as it began: refused unless trainer.resume_override.
 
     Loaded to the CPU: torch's RNG states and Generator.set_state take CPU byte tensors only, and
     load_state_dict copies weights and optimizer state to where the parameters are."""
@@ -80,6 +83,12 @@ def read_state(source: Path, cfg: DictConfig, device: torch.device) -> tuple[dic
         raise ConfigError(f"trainer.resume: {path} was trained on {trained_on}, this run is on {device.type}; the "
                           f"loader's random draws continue on one kind of device only: resume with "
                           f"trainer.device={trained_on}")
+    trained_by = (state["progress"].get("processes") or [None])[-1]
+    if trained_by not in (None, processes) and not cfg.trainer.resume_override:
+        raise ConfigError(f"trainer.resume: {path} was trained by {trained_by} process{'es' * (trained_by != 1)}, this run "
+                          f"has {processes}; each process trains on its own slice of every batch, so the run would not go "
+                          f"on as it began: resume with {trained_by} (torchrun --nproc_per_node={trained_by}), or set "
+                          f"trainer.resume_override=true to continue with {processes}")
     return state, path
 
 

@@ -76,6 +76,7 @@ def mean_key(tag: str) -> str:
 STATUS, FAILURE, STEPS, EPOCHS = "status", "failure", "steps", "epochs"
 BEST_ACC = "test/best_acc"
 TF32 = "tf32"  # whether float32 convolutions and matmuls ran in TF32 (CUDA)
+PROCESSES = "processes"  # torchrun processes the run trained with (a list where a resume changed the count)
 SEED = "seed"  # the seed the run started from: trainer.seed, or the one drawn for trainer.seed=null
 WALL_S = "time/wall_s"  # the whole run, start to metrics.json, in seconds
 

@@ -97,7 +97,8 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
     if trainer.threads is not None:
         torch.set_num_threads(trainer.threads)
     set_tf32(trainer.tf32)  # the run's float32 convolutions and matmuls, and the probe's copies of them
-    resumed = read_state(run_dir if trainer.resume is True else Path(trainer.resume), cfg, device) if trainer.resume else None
+    resumed = (read_state(run_dir if trainer.resume is True else Path(trainer.resume), cfg, device, context.world_size)
+               if trainer.resume else None)
     # the seed the run started from; a checkpoint from before it was recorded has trainer.seed (null: data from 0)
     recorded = resumed[0]["progress"].get("seed") if resumed else None
     seed = recorded if recorded is not None else trainer.seed if resumed else run_seed(trainer.seed, context)
@@ -129,11 +130,13 @@ def train(cfg: DictConfig, run_dir: Path, device: torch.device | None = None, co
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = make_optimizer(net, trainer)
     scheduler = make_scheduler(optimizer, trainer)
-    progress = Progress(seed=seed)
+    progress = Progress(seed=seed, processes=[context.world_size])
     if resumed:
         state, path = resumed
         progress = restore_state(state, net, optimizer, scheduler, device)
         progress.seed = seed
+        if progress.processes[-1:] != [context.world_size]:  # a first record, or a change under resume_override
+            progress.processes.append(context.world_size)
         # at the end: a run killed between its last checkpoint and metrics.json finishes writing it; a finished
         # run, or another run's end copied into this dir, has nothing to train
         own = path.parent.parent.resolve() == run_dir.resolve()

@@ -612,6 +612,22 @@ def test_times_measured_under_other_thread_counts_are_named_under_the_configurat
     assert len(report([a, b], tmp_path / "report", ["discrete"])["mixed timing"]) == 2  # anode's runs: one setting
 
 
+def test_runs_of_another_torchrun_process_count_pool_apart(tmp_path):
+    """Each torchrun process normalizes its own slice of the batch, so 2 processes train another network than 1:
+    such runs are a configuration of their own (metrics.json's processes; a run from before it counts as 1), and
+    a run whose count a resume changed pools with none."""
+    for seed in (0, 1):
+        fake_run(tmp_path / f"one{seed}", {"trainer.seed": seed}, 0.70)
+        two = fake_run(tmp_path / f"two{seed}", {"trainer.seed": seed}, 0.60)
+        metrics = json.loads((two / "metrics.json").read_text())
+        (two / "metrics.json").write_text(json.dumps({**metrics, "processes": 2 if seed == 0 else [2, 1]}))
+    runs = {run.name: run for run in find_runs([tmp_path])}
+    assert sorted(sorted(r.name for r in g) for g in group_by_seed(list(runs.values()))) == [
+        ["one0", "one1"], ["two0"], ["two1"]]
+    assert runs["two1"].status == "completed; left out: resumed with another config: processes (2 -> 1)"
+    assert not runs["two1"].completed and runs["two0"].completed
+
+
 def test_a_run_resumed_with_another_config_pools_with_none(synthetic):
     """anode's seed 0 trained its first epochs as the adjoint (.hydra.1) and was resumed as anode under
     trainer.resume_override; seed 1 was finished, then resumed with trainer.epochs raised to 6 and is running on,

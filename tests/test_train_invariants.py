@@ -386,6 +386,32 @@ def test_a_checkpoint_from_another_kind_of_device_is_refused_in_one_line(tmp_pat
     assert not resumed.exists()
 
 
+def test_a_checkpoint_of_another_process_count_is_refused_unless_overridden(tmp_path, instrumented):
+    """Under torchrun each process trains on its slice of every batch: a checkpoint written by 2 processes
+    resumed by 1 would not go on as the run began. Refused in one line before anything is written; with
+    trainer.resume_override it continues, and metrics.json records both counts in order (one count, 1, for a
+    run that kept it)."""
+    run = ["dataset.train_size=32", "dataset.test_size=16", "trainer.max_steps_per_epoch=2", "probe.every=0"]
+    trained = tmp_path / "trained"
+    assert train(config(*run), trained, torch.device("cpu"))["processes"] == 1
+    [path] = (trained / "checkpoints").glob("*.pt")
+    state = torch.load(path, weights_only=True)
+    state["progress"]["processes"], state["progress"]["epoch"] = [2], 0  # as 2 torchrun processes wrote it mid-run
+    as_if_two = tmp_path / "as_if_two.pt"
+    torch.save(state, as_if_two)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(ConfigError, match=rf"^trainer.resume: {as_if_two} was trained by 2 processes, this run has 1; .*"
+                                          r"resume with 2 \(torchrun --nproc_per_node=2\), or set "
+                                          r"trainer.resume_override=true to continue with 1$"):
+        train(config(*run, f"trainer.resume={as_if_two}"), resumed, torch.device("cpu"))
+    assert not resumed.exists()
+    metrics = train(config(*run, f"trainer.resume={as_if_two}", "trainer.resume_override=true"), resumed, torch.device("cpu"))
+    assert metrics["processes"] == [2, 1]
+    del state["progress"]["processes"]  # a checkpoint from before the count was kept resumes as it did
+    torch.save(state, as_if_two)
+    assert train(config(*run, f"trainer.resume={as_if_two}"), tmp_path / "old", torch.device("cpu"))["processes"] == 1
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_cuda_run_resumes_from_its_checkpoint(tmp_path, instrumented):

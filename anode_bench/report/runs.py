@@ -98,6 +98,9 @@ class Run:
                     continue
                 if old != new and not not_result(key) and key not in changes:
                     changes[key] = f"{key} ({shown(old)} -> {shown(new)})"
+        processes = self.metrics.get(tags.PROCESSES)
+        if isinstance(processes, list):  # a resume under trainer.resume_override changed the torchrun process count
+            changes[tags.PROCESSES] = f"processes ({' -> '.join(map(str, processes))})"
         return ", ".join(changes.values())
 
     @property
@@ -150,6 +153,9 @@ class Run:
             if key == "dataset.path" and isinstance(value, str):
                 value = Path(value).name
             items.append((key, json.dumps(value, sort_keys=True, default=str)))
+        processes = self.metrics.get(tags.PROCESSES) or 1  # torchrun splits each batch: per-process BatchNorm
+        if processes != 1:
+            items.append((tags.PROCESSES, json.dumps(processes)))
         return tuple(sorted(items))
 
 
