@@ -484,8 +484,17 @@ def check_flag_order(arguments: list[str]) -> None:
             i += 1 + takes_value
             continue
         if between is not None:
-            raise ConfigError(f"{between} stands between overrides, where Hydra cannot take it; put its flags before "
-                              f"them all: {' '.join([*flags, *overrides, *arguments[i:]])}")
+            rest = arguments[i:]
+            while rest:  # the remaining flags join the others; a flag's value stays with it
+                if rest[0].startswith("-") and is_hydra_flag(rest[0]):
+                    takes_value = ("=" not in rest[0] and any(is_hydra_flag(rest[0], flag) for flag in VALUE_FLAGS)
+                                   and len(rest) > 1 and not rest[1].startswith("-") and "=" not in rest[1])
+                    flags += rest[:1 + takes_value]
+                    rest = rest[1 + takes_value:]
+                else:
+                    overrides.append(rest.pop(0))
+            raise ConfigError(f"{between} stands between overrides, where Hydra cannot take it; put the overrides "
+                              f"first and the flags after them: {' '.join([*overrides, *flags])}")
         overrides.append(argument)
         i += 1
 
@@ -519,12 +528,27 @@ GRADCHECK_TRAINER_KEYS = ("seed", "device", "precision", "tf32", "threads")
 def check_gradcheck_trainer_keys(arguments: list[str]) -> None:
     """ConfigError for a `trainer.K=` on anode-gradcheck's line that it does not read (`trainer.epochs=3`):
     it trains nothing, so the value would be silently ignored."""
-    unread = [o.key_or_group for _, o in parsed_overrides(arguments)
-              if o.key_or_group.startswith("trainer.") and o.key_or_group.split(".")[1] not in GRADCHECK_TRAINER_KEYS]
+    known = {f.name for f in dataclasses.fields(TrainerConfig)}  # a misspelt key gets its did-you-mean elsewhere
+    unread = [o.key_or_group for _, o in parsed_overrides(arguments) if o.key_or_group.startswith("trainer.")
+              and o.key_or_group.split(".")[1] in known - set(GRADCHECK_TRAINER_KEYS)]
     if unread:
         ignored = "this setting would be" if len(unread) == 1 else "these settings would be"
         raise ConfigError(f"{', '.join(unread)}: anode-gradcheck trains nothing, so {ignored} ignored; of trainer.* it "
                           f"reads {', '.join(GRADCHECK_TRAINER_KEYS)}")
+
+
+def other_launcher_plugins() -> list[str]:
+    """Installed Hydra launcher plugins besides those LAUNCHER_PLUGINS knows (ray, rq, ...): their launcher
+    names are theirs to define, so an unknown name is left to Hydra where one is installed."""
+    import importlib.util
+    import pkgutil
+
+    if importlib.util.find_spec("hydra_plugins") is None:
+        return []
+    import hydra_plugins
+
+    known = {plugin.split(".")[1] for plugin in LAUNCHER_PLUGINS.values()}
+    return [m.name for m in pkgutil.iter_modules(hydra_plugins.__path__) if m.name.endswith("_launcher") and m.name not in known]
 
 
 def check_launcher(arguments: list[str]) -> None:
@@ -536,7 +560,8 @@ def check_launcher(arguments: list[str]) -> None:
     launchers = sorted({"basic", *LAUNCHER_PLUGINS, *(f.stem for f in (Path(CONFIG_DIR) / "hydra" / "launcher").glob("*.yaml"))})
     for argument in arguments:
         key, _, value = argument.lstrip("+").partition("=")
-        if key == "hydra/launcher" and value not in launchers:
+        value = value.strip("'\"")
+        if key == "hydra/launcher" and value not in launchers and not other_launcher_plugins():
             raise ConfigError(f"hydra/launcher={value} is not a launcher;{did_you_mean(value, launchers, 'hydra/launcher=')} "
                               f"choose from {', '.join(launchers)}")
         plugin = LAUNCHER_PLUGINS.get(value) if key == "hydra/launcher" else None

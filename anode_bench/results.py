@@ -123,9 +123,10 @@ def summary(metrics: dict, run_dir: Path) -> str:
     ratio = metrics.get(tags.mean_key(tags.GRAD_FLOOR_RATIO))
     defined = ratio is not None and math.isfinite(ratio)  # None: no probe or float64; nan: a probe on a nan model
     floor = f"{ratio:.3g}x the precision floor" if defined else "no ratio to the precision floor"
+    step_time = f"{metrics[tags.STEP_MS]:.1f} ms/step" if metrics[tags.STEP_MS] is not None else "step time n/a"
     return (f"{metrics[tags.STATUS]}{failure} after {count(metrics[tags.EPOCHS], 'epoch')}, {count(metrics[tags.STEPS], 'step')}: "
             f"test acc {fmt(metrics[tags.TEST_ACC], '.2%')} (best {fmt(metrics[tags.BEST_ACC], '.2%')}), "
             f"gradient error {fmt(metrics[tags.mean_key(tags.GRAD_REL_L2)], '.2e')} (relative L2, mean of the probes; {floor}), "
-            f"peak memory {fmt(metrics[tags.PEAK_MIB], '.1f', ' MiB')}, {fmt(metrics[tags.STEP_MS], '.1f', ' ms/step')}, "
+            f"peak memory {fmt(metrics[tags.PEAK_MIB], '.1f', ' MiB')}, {step_time}, "
             f"wall time {fmt(metrics[tags.WALL_S], '.1f', ' s')}. Written to {run_dir}: metrics.json, TensorBoard events "
             f"(tensorboard --logdir {shlex.quote(str(run_dir))}), checkpoints/, train.log")

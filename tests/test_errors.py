@@ -107,12 +107,13 @@ def test_an_unknown_key_in_any_group_lists_the_groups_keys(override, message):
     (["trainr.lr=1"], "trainr.lr is neither a config group nor a key; did you mean trainer? the groups:"),
     (["+trainer.epochs=3"], "+trainer.epochs=3: trainer.epochs is there already; set it without the +: trainer.epochs=3"),
     # argparse takes the overrides as one list: after a flag between them, it prints its usage block
-    (["experiment=smoke", "-m", "grad=direct,aca"], "-m stands between overrides, where Hydra cannot take it; put its "
-                                                    "flags before them all: -m experiment=smoke grad=direct,aca"),
-    (["-m", "experiment=smoke", "-c", "job", "trainer.epochs=2"], "-c stands between overrides, where Hydra cannot take "
-                                                                  "it; put its flags before them all: -m -c job "
-                                                                  "experiment=smoke trainer.epochs=2"),
-    (["-m", "hydra/launcher=slrum"], "hydra/launcher=slrum is not a launcher; did you mean hydra/launcher=slurm? choose "
+    (["experiment=smoke", "-m", "grad=direct,aca"], "-m stands between overrides, where Hydra cannot take it; put the "
+                                                    "overrides first and the flags after them: experiment=smoke "
+                                                    "grad=direct,aca -m"),
+    (["-m", "experiment=smoke", "-c", "job", "trainer.epochs=2", "--info", "grad=aca"],
+     "-c stands between overrides, where Hydra cannot take it; put the overrides first and the flags after them: "
+     "experiment=smoke trainer.epochs=2 grad=aca -m -c job --info"),
+    (["-m", "hydra/launcher='slrum'"], "hydra/launcher=slrum is not a launcher; did you mean hydra/launcher=slurm? choose "
                                      "from basic, joblib, local_parallel, slurm, submitit_local, submitit_slurm"),
     (["grad=revolve", "+grad.checkpoints=3"], "+grad.checkpoints=3: grad=revolve has grad.checkpoints already; set it "
                                               "without the +: grad.checkpoints=3"),
@@ -148,6 +149,11 @@ def test_an_unknown_option_gets_a_did_you_mean(arguments, message):
     with pytest.raises(ConfigError) as error:
         check_options(arguments, CONFIG_DIR)
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    if "put the overrides first" in message:  # what it suggests, Hydra's parser takes
+        from hydra._internal.utils import get_args_parser
+
+        suggested = str(error.value).split(": ", 1)[1].split()
+        get_args_parser().parse_args(suggested)  # argparse exits 2 on a line it cannot take
 
 
 @pytest.mark.parametrize("arguments, solver", [
@@ -221,6 +227,7 @@ def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
                    "+model.arch.widths=[4,8]", "~model.arch.widths", "~experiment", "+note=baseline", "++tag=x",
                    "hydra/launcher=joblib"], CONFIG_DIR)
     check_options(["experiment=smoke", "grad=direct,aca", "-m", "--info", "config"], CONFIG_DIR)  # flags after them all
+    check_options(["-m", "hydra/launcher='local_parallel'", "grad=direct,aca"], CONFIG_DIR)  # quoted, as Hydra takes it
     check_options(["model=resnet", "+model.arch.widths=[4]", "~model.arch.widths"], CONFIG_DIR)  # added, then deleted
     check_options(["++model.arch={widths:[4,8,16,32]}", "~model.arch.widths", "+note=baseline", "~note"], CONFIG_DIR)
     check_options(["++model.arch={widths:[4,8,16,32]}", "model.arch.widths=[2,4,8,16]"], CONFIG_DIR)
@@ -238,6 +245,8 @@ def test_known_options_sweeps_and_plain_keys_pass_the_option_check():
                                           r"would be ignored; of trainer.\* it reads seed, device, precision, tf32, threads$"):
         check_options(["trainer.epochs=3", "trainer.seed=1", "+trainer.lr=0.1"], CONFIG_DIR, "gradcheck")
     check_options(["trainer.epochs=3", "trainer.lr=0.1"], CONFIG_DIR)  # anode-train reads them
+    with pytest.raises(ConfigError, match=r"did you mean trainer.device\?"):  # a misspelt key is a typo first
+        check_options(["trainer.devcie=cpu"], CONFIG_DIR, "gradcheck")
     check_options(["trainer.seed=1", "trainer.device=cpu", "trainer.precision=bf16", "trainer.tf32=true",
                    "trainer.threads=1", "trainer=cosine"], CONFIG_DIR, "gradcheck")
     check_options(["-m", "model=resnet,resnet18_aca", "~model.arch.stem_width"], CONFIG_DIR)  # each job's own, in the job
@@ -308,3 +317,14 @@ def test_a_launcher_whose_plugin_is_missing_names_the_install(monkeypatch):
     assert str(error.value) == ("hydra/launcher=slurm needs the hydra-submitit-launcher plugin, which is not installed: "
                                 "pip install -e '.[cluster]'")
     check_options(["-m", "hydra/launcher=basic", "grad=direct,aca"], CONFIG_DIR)  # Hydra's own, always there
+
+
+def test_a_launcher_name_no_config_holds_is_left_to_an_installed_plugin_that_may_define_it(monkeypatch):
+    """hydra/launcher=ray_aws is the ray plugin's: where a launcher plugin beyond joblib and submitit is
+    installed, an unknown name is Hydra's to resolve; where none is, it is a typo."""
+    from anode_bench import config
+
+    with pytest.raises(ConfigError, match=r"^hydra/launcher=ray_aws is not a launcher; choose from basic, joblib"):
+        check_options(["-m", "hydra/launcher=ray_aws", "grad=direct,aca"], CONFIG_DIR)
+    monkeypatch.setattr(config, "other_launcher_plugins", lambda: ["hydra_ray_launcher"])
+    check_options(["-m", "hydra/launcher=ray_aws", "grad=direct,aca"], CONFIG_DIR)

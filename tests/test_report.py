@@ -626,6 +626,8 @@ def test_runs_of_another_torchrun_process_count_pool_apart(tmp_path):
         ["one0", "one1"], ["two0"], ["two1"]]
     assert runs["two1"].status == "completed; left out: resumed with another config: processes (2 -> 1)"
     assert not runs["two1"].completed and runs["two0"].completed
+    rows = report([tmp_path], tmp_path / "report", [])["configurations"]
+    assert sorted(row["other"] for row in rows) == ["", "processes=2", "processes=[2, 1]"], rows  # each row says which
 
 
 def test_a_run_resumed_with_another_config_pools_with_none(synthetic):

@@ -208,8 +208,9 @@ def test_the_peak_memory_of_each_log_window_is_that_windows_own(tmp_path, instru
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_peak_counts_the_model_and_the_step_not_what_else_lives_on_the_device(tmp_path, instrumented, device):
     """peak = parameters and momentum + the step's allocations, activation = peak - what was resident
-    before the step, so peak - activation is exactly the parameters, their gradients and the momentum
-    buffers: on CUDA neither counts the GPU-resident dataset nor a 256 MiB tensor the caller holds there."""
+    before the step. What was resident is the parameters, their gradients and the momentum buffers, not all
+    the device holds: on CUDA not the GPU-resident dataset nor a 256 MiB tensor the caller keeps there (the
+    first assertion), and the step's own allocations do not count them either (the second)."""
     ballast = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)
     cfg = config("dataset.train_size=128", "dataset.test_size=32", "trainer.max_steps_per_epoch=6",
                  "trainer.log_every=1", "probe.every=2", f"trainer.device={device}")

@@ -153,9 +153,6 @@ class Run:
             if key == "dataset.path" and isinstance(value, str):
                 value = Path(value).name
             items.append((key, json.dumps(value, sort_keys=True, default=str)))
-        processes = self.metrics.get(tags.PROCESSES) or 1  # torchrun splits each batch: per-process BatchNorm
-        if processes != 1:
-            items.append((tags.PROCESSES, json.dumps(processes)))
         return tuple(sorted(items))
 
 
@@ -278,6 +275,9 @@ def find_runs(roots, base: Path | None = None) -> list[Run]:
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {"status": "incomplete"}
         name = run_name(run_dir, base) if run_dir.is_relative_to(base) else str(run_dir)
         config = upgrade_config(read_config(run_dir), metrics.get("device"))
+        processes = metrics.get(tags.PROCESSES)
+        if config and processes not in (None, 1):  # torchrun: each process normalizes its slice, another network
+            config[tags.PROCESSES] = processes  # a setting of the run, so that it labels and groups as one
         earlier = tuple(upgrade_config(read_config(run_dir, record.name), metrics.get("device"))
                         for record in sorted(run_dir.glob(".hydra.*"), key=lambda p: natural(p.name))
                         if record.is_dir() and re.fullmatch(r"\.hydra\.\d+", record.name))
