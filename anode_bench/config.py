@@ -467,36 +467,32 @@ def check_flags(arguments: list[str], config_name: str = "train") -> None:
 VALUE_FLAGS = ("--cfg", "--package", "--config-path", "--config-name", "--config-dir", "--experimental-rerun", "--info")
 
 
+def flag_span(arguments: list[str], i: int) -> int:
+    """How many arguments the Hydra flag at `i` takes: itself, and its value where it has one."""
+    argument, following = arguments[i], arguments[i + 1] if i + 1 < len(arguments) else None
+    takes_value = ("=" not in argument and any(is_hydra_flag(argument, flag) for flag in VALUE_FLAGS)
+                   and following is not None and not following.startswith("-") and "=" not in following)
+    return 1 + takes_value
+
+
 def check_flag_order(arguments: list[str]) -> None:
     """ConfigError for a Hydra flag between overrides (`experiment=smoke -m grad=direct,aca`): argparse
     takes the overrides as one positional list, so it rejects those after the flag with its usage block."""
-    flags, overrides, between = [], [], None
-    i = 0
+    flags, overrides, after_override, misplaced, i = [], [], None, None, 0
     while i < len(arguments):
-        argument = arguments[i]
-        if argument.startswith("-") and is_hydra_flag(argument):
-            following = arguments[i + 1] if i + 1 < len(arguments) else None
-            takes_value = ("=" not in argument and any(is_hydra_flag(argument, flag) for flag in VALUE_FLAGS)
-                           and following is not None and not following.startswith("-") and "=" not in following)
-            flags += arguments[i:i + 1 + takes_value]
-            if overrides and between is None:
-                between = argument
-            i += 1 + takes_value
-            continue
-        if between is not None:
-            rest = arguments[i:]
-            while rest:  # the remaining flags join the others; a flag's value stays with it
-                if rest[0].startswith("-") and is_hydra_flag(rest[0]):
-                    takes_value = ("=" not in rest[0] and any(is_hydra_flag(rest[0], flag) for flag in VALUE_FLAGS)
-                                   and len(rest) > 1 and not rest[1].startswith("-") and "=" not in rest[1])
-                    flags += rest[:1 + takes_value]
-                    rest = rest[1 + takes_value:]
-                else:
-                    overrides.append(rest.pop(0))
-            raise ConfigError(f"{between} stands between overrides, where Hydra cannot take it; put the overrides "
-                              f"first and the flags after them: {' '.join([*overrides, *flags])}")
-        overrides.append(argument)
-        i += 1
+        if arguments[i].startswith("-") and is_hydra_flag(arguments[i]):
+            span = flag_span(arguments, i)
+            if overrides and after_override is None:
+                after_override = arguments[i]
+            flags += arguments[i:i + span]
+            i += span
+        else:
+            misplaced = misplaced or after_override  # an override after a flag that followed one
+            overrides.append(arguments[i])
+            i += 1
+    if misplaced:
+        raise ConfigError(f"{misplaced} stands between overrides, where Hydra cannot take it; put the overrides "
+                          f"first and the flags after them: {' '.join([*overrides, *flags])}")
 
 
 def check_sweeps(arguments: list[str], config_name: str = "train") -> None:
