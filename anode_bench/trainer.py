@@ -188,7 +188,8 @@ class Trainer:
             return *sgd_step(), None, None
         grads = sum(p.grad.numel() * p.grad.element_size() for p in self.net.parameters() if p.grad is not None) / MIB
         self.optimizer.zero_grad(set_to_none=True)  # before the window: the CPU profile cannot see a free of what it did not see allocated
-        state, resident = self.state_mib(), self.state_mib() + grads
+        state = self.state_mib()
+        resident = state + grads
         if cuda:  # no synchronize: the allocator counts on the host, as the kernels are queued
             start = torch.cuda.memory_allocated(images.device)
             torch.cuda.reset_peak_memory_stats(images.device)
